@@ -1,0 +1,137 @@
+"""The command line: one thin function per subcommand, argument handling only.
+
+Each command builds an options object and calls into the package; expected failures come back
+as `BertcliError` and are printed as one red line with the error's exit code (2 for usage and
+config, 1 at run time, 130 on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bertcli import __version__
+from bertcli.console import console, error_line
+from bertcli.errors import BertcliError
+
+app = typer.Typer(
+    name="bertcli",
+    help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → "
+         "[bold]pretrain[/bold] → [bold]eval[/bold].",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+INPUT_HELP = "Text files, directories (their *.txt, recursively) or globs; .gz/.bz2/.xz are read transparently."
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL = "Tokenizer", "Data", "Run"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bertcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Pretrain BERT from raw text."""
+
+
+@app.command(no_args_is_help=True)
+def tokenize(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
+    vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
+    model_type: str = typer.Option("bpe", help="SentencePiece algorithm: bpe (merge-based, like WordPiece) or unigram.", rich_help_panel=TOKENIZER_PANEL),
+    lowercase: bool = typer.Option(False, "--lowercase", help="Case-fold text (an uncased model).", rich_help_panel=TOKENIZER_PANEL),
+    character_coverage: float = typer.Option(0.9999, help="Share of characters the vocabulary must cover; rarer ones become [UNK].", rich_help_panel=TOKENIZER_PANEL),
+    byte_fallback: bool = typer.Option(False, "--byte-fallback", help="Spell unknown characters as UTF-8 bytes instead of [UNK].", rich_help_panel=TOKENIZER_PANEL),
+    input_sentence_size: int = typer.Option(10_000_000, help="Train on a uniform random sample of at most this many sentences.", rich_help_panel=RUN_PANEL),
+    threads: int = typer.Option(0, help="Training threads (0: all cores). The model depends on it: fix it to reproduce across machines.", rich_help_panel=RUN_PANEL),
+    seed: int = typer.Option(12345, help="Seed for the sample and for SentencePiece.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+) -> None:
+    """Train a SentencePiece tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4)."""
+    from bertcli.corpus import Corpus, expand_inputs
+    from bertcli.reports import print_tokenize_report
+    from bertcli.tokenizer import TrainOptions, train
+
+    options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=lowercase,
+                           character_coverage=character_coverage, byte_fallback=byte_fallback,
+                           input_sentence_size=input_sentence_size, threads=threads, seed=seed)
+    options.validate()
+    corpus = Corpus(expand_inputs(inputs), strict=strict)
+    with console.status("training tokenizer"):
+        report = train(corpus, out, options, overwrite=overwrite)
+    print_tokenize_report(report, out)
+
+
+@app.command("make-data", no_args_is_help=True)
+def make_data_command(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
+    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and both [SEP] included.", rich_help_panel=DATA_PANEL),
+    max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most [default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google].", rich_help_panel=DATA_PANEL, show_default=False),
+    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask.", rich_help_panel=DATA_PANEL),
+    short_seq_prob: float = typer.Option(0.1, help="Probability of a shorter target length for a document pass.", rich_help_panel=DATA_PANEL),
+    dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
+    whole_word_mask: bool = typer.Option(False, "--whole-word-mask", help="Mask all pieces of a word together.", rich_help_panel=DATA_PANEL),
+    seed: int = typer.Option(12345, help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
+    validation_fraction: float = typer.Option(0.01, help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
+    window_chars: int = typer.Option(1_000_000, help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
+    shard_size: int = typer.Option(100_000, help="Instances per shard.", rich_help_panel=RUN_PANEL),
+    workers: int = typer.Option(0, help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+) -> None:
+    """Build sharded BERT pretraining examples: next-sentence pairs with masked-LM masking."""
+    from bertcli.corpus import expand_inputs
+    from bertcli.make_data import MakeDataOptions, make_data
+    from bertcli.reports import print_make_data_report
+
+    options = MakeDataOptions(max_seq_length=max_seq_length, max_predictions=max_predictions,
+                              masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
+                              whole_word_mask=whole_word_mask, seed=seed, validation_fraction=validation_fraction,
+                              shard_size=shard_size, window_chars=window_chars, workers=workers, strict=strict).resolve()
+    manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
+    print_make_data_report(manifest, out)
+
+
+@app.command("show-data", no_args_is_help=True)
+def show_data_command(
+    data: Path = typer.Argument(..., metavar="DIR", help="A make-data output directory."),
+    split: str = typer.Option("train", help="train or validation."),
+    start: int = typer.Option(0, help="Index of the first instance to show."),
+    count: int = typer.Option(5, help="How many instances to show."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per instance on stdout."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with [default: the one in the manifest]."),
+) -> None:
+    """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
+    from bertcli.show_data import show_data
+
+    show_data(data, split, start, count, json_lines, tokenizer)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the app and turn expected failures into one line and an exit code.
+
+    typer itself prints usage errors (exit 2) and turns Ctrl-C into exit 130.
+    """
+    try:
+        app(args=argv, prog_name="bertcli")
+    except BertcliError as e:
+        error_line(str(e))
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(130)

@@ -1,0 +1,47 @@
+"""Rich summaries printed at the end of each command (on stderr, via the shared console)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from bertcli.console import console, warn
+
+
+def print_tokenize_report(report, out: Path) -> None:
+    if report.invalid_utf8:
+        warn(report.invalid_utf8)
+    table = Table(title=f"tokenizer written to {out}", show_header=False, title_justify="left")
+    table.add_row("vocab size", f"{report.vocab_size:,}")
+    table.add_row("sentences seen / sampled", f"{report.sentences_seen:,} / {report.sentences_sampled:,}")
+    table.add_row("training time", f"{report.seconds:.1f} s")
+    table.add_row("pieces per word", f"{report.pieces_per_word:.2f}")
+    for text, pieces in report.samples:
+        table.add_row("sample", f"{text[:60]}\n[dim]{' '.join(pieces[:24])}[/dim]")
+    console.print(table)
+
+
+def print_make_data_report(manifest: dict, out: Path) -> None:
+    table = Table(title=f"pretraining data written to {out}", title_justify="left")
+    table.add_column("")
+    for split in manifest["splits"]:
+        table.add_column(split, justify="right")
+    splits = list(manifest["splits"].values())
+    rows = [
+        ("documents", lambda s: f"{s['documents']:,}"),
+        ("instances", lambda s: f"{s['instances']:,}"),
+        ("tokens", lambda s: f"{s['tokens']:,}"),
+        ("shards", lambda s: f"{len(s['shards'])}"),
+        ("random-next share", lambda s: f"{s['stats']['random_next_fraction']:.3f}"),
+        ("mean length", lambda s: f"{s['stats']['mean_length']:.1f}"),
+        ("padding share", lambda s: f"{s['stats']['padding_fraction']:.3f}"),
+        ("masked per instance", lambda s: f"{s['stats']['masked_per_instance']:.2f}"),
+        ("masked share of tokens", lambda s: f"{s['stats']['masked_fraction']:.3f}"),
+        ("fallback / dropped pairs", lambda s: f"{s['stats']['fallback_pairs']} / {s['stats']['dropped_pairs']}"),
+    ]
+    for name, cell in rows:
+        table.add_row(name, *(cell(s) for s in splits))
+    console.print(table)
+    mb = manifest["input_bytes"] / 1e6
+    console.print(f"{mb:.1f} MB of text in {manifest['seconds']:.1f} s ({mb / max(manifest['seconds'], 1e-9):.2f} MB/s)")

@@ -1,0 +1,281 @@
+"""The on-disk format of pretraining examples: shards plus a manifest, and their reader.
+
+A data directory (what `make-data` writes, what `pretrain` and `eval` read):
+
+    DIR/manifest.json              versioned; tokenizer hash, options, shard list with sha256, stats
+    DIR/train/shard-00000.safetensors
+    DIR/validation/shard-00000.safetensors
+
+A shard is a safetensors file (no pickle, memory-mappable) of ragged arrays, no padding:
+
+    input_ids           [tokens]   uint16 (int32 if the vocab exceeds 65536): masks applied
+    offsets             [n+1]      int64: instance i is input_ids[offsets[i]:offsets[i+1]]
+    segment_b_start     [n]        int32: position of B's first token (segment id 1 from here)
+    next_sentence_labels[n]        uint8: 1 = B is random, 0 = B is the actual next (Google's)
+    fallback            [n]        uint8: 1 = a random B was wanted but none could be drawn
+    masked_positions    [m]        int32: positions inside the instance, ascending per instance
+    masked_offsets      [n+1]      int64: instance i's masks are masked_*[masked_offsets[i]:...[i+1]]
+    masked_ids          [m]        the original token at each masked position (the MLM label)
+
+The unmasked tokens are input_ids with masked_ids written back at masked_positions, so
+training can re-mask dynamically. This module knows the format; it does not create examples.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from bertcli.errors import DataError, UsageError
+from bertcli.fsutil import atomic_path, read_json, sha256_file
+
+FORMAT = "bertcli-pretraining-data"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation")
+SAFETENSORS_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 65536 else np.int32
+
+
+@dataclass
+class Example:
+    input_ids: np.ndarray
+    segment_b_start: int
+    masked_positions: np.ndarray
+    masked_ids: np.ndarray
+    next_sentence_label: int
+
+    def original_ids(self) -> np.ndarray:
+        ids = np.array(self.input_ids, dtype=np.int64)
+        ids[self.masked_positions] = self.masked_ids
+        return ids
+
+    def segment_ids(self) -> np.ndarray:
+        seg = np.zeros(len(self.input_ids), dtype=np.int64)
+        seg[self.segment_b_start:] = 1
+        return seg
+
+
+@dataclass
+class Examples:
+    """Many instances as ragged arrays (the in-memory twin of a shard)."""
+
+    input_ids: np.ndarray
+    offsets: np.ndarray
+    segment_b_start: np.ndarray
+    next_sentence_labels: np.ndarray
+    fallback: np.ndarray
+    masked_positions: np.ndarray
+    masked_offsets: np.ndarray
+    masked_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    @property
+    def num_masked(self) -> int:
+        return int(self.masked_offsets[-1] - self.masked_offsets[0])
+
+    def __getitem__(self, i: int) -> Example:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        ma, mb = self.masked_offsets[i], self.masked_offsets[i + 1]
+        return Example(self.input_ids[a:b], int(self.segment_b_start[i]), self.masked_positions[ma:mb],
+                       self.masked_ids[ma:mb], int(self.next_sentence_labels[i]))
+
+    def slice(self, start: int, stop: int) -> "Examples":
+        a, b = self.offsets[start], self.offsets[stop]
+        ma, mb = self.masked_offsets[start], self.masked_offsets[stop]
+        return Examples(
+            self.input_ids[a:b], self.offsets[start:stop + 1] - a, self.segment_b_start[start:stop],
+            self.next_sentence_labels[start:stop], self.fallback[start:stop],
+            self.masked_positions[ma:mb], self.masked_offsets[start:stop + 1] - ma, self.masked_ids[ma:mb])
+
+    @staticmethod
+    def concat(parts: list["Examples"]) -> "Examples":
+        def joined_offsets(name: str) -> np.ndarray:
+            pieces, base = [np.zeros(1, dtype=np.int64)], 0
+            for p in parts:
+                off = getattr(p, name)
+                pieces.append(off[1:] - off[0] + base)
+                base += int(off[-1] - off[0])
+            return np.concatenate(pieces)
+
+        cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+               for f in fields(Examples) if f.name not in ("offsets", "masked_offsets")}
+        return Examples(offsets=joined_offsets("offsets"), masked_offsets=joined_offsets("masked_offsets"), **cat)
+
+    def stats(self, max_seq_length: int) -> dict:
+        n = max(len(self), 1)
+        mean_length = self.num_tokens / n
+        return {
+            "random_next_fraction": float(self.next_sentence_labels.sum()) / n,
+            "mean_length": mean_length,
+            "padding_fraction": 1.0 - mean_length / max_seq_length,
+            "masked_per_instance": self.num_masked / n,
+            "masked_fraction": self.num_masked / max(self.num_tokens, 1),
+            "fallback_pairs": int(self.fallback.sum()),
+        }
+
+
+def write_shard(path: Path, examples: Examples, dtype, metadata: dict[str, str]) -> str:
+    """Write one shard atomically; return its sha256."""
+    arrays = {
+        "input_ids": examples.input_ids.astype(dtype),
+        "offsets": examples.offsets.astype(np.int64),
+        "segment_b_start": examples.segment_b_start.astype(np.int32),
+        "next_sentence_labels": examples.next_sentence_labels.astype(np.uint8),
+        "fallback": examples.fallback.astype(np.uint8),
+        "masked_positions": examples.masked_positions.astype(np.int32),
+        "masked_offsets": examples.masked_offsets.astype(np.int64),
+        "masked_ids": examples.masked_ids.astype(dtype),
+    }
+    with atomic_path(path) as tmp:
+        try:
+            # One metadata key: safetensors writes a map's keys in no fixed order, and shards
+            # must be byte-identical between runs.
+            info = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}, sort_keys=True)
+            save_file(arrays, str(tmp), metadata={"bertcli": info})
+        except (OSError, Exception) as e:  # safetensors reports a full disk as a generic error
+            raise DataError(f"cannot write {path}: {e}; free some space or choose another directory") from None
+    return sha256_file(path)
+
+
+def load_shard(path: Path) -> Examples:
+    """Memory-map a shard's arrays (read-only, zero-copy, shared between processes)."""
+    try:
+        with open(path, "rb") as f:
+            size = path.stat().st_size
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(header_len))
+        base = 8 + header_len
+        arrays = {}
+        for f_ in fields(Examples):
+            spec = header[f_.name]
+            dtype = np.dtype(SAFETENSORS_DTYPES[spec["dtype"]])
+            begin, end = spec["data_offsets"]
+            if base + end > size or (end - begin) != dtype.itemsize * int(np.prod(spec["shape"])):
+                raise ValueError(f"{f_.name} lies outside the file")
+            arrays[f_.name] = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=tuple(spec["shape"]))
+    except (OSError, ValueError, KeyError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable shard ({e}); rebuild the data with `bertcli make-data`") from None
+    return Examples(**arrays)
+
+
+def load_manifest(data_dir: Path) -> dict:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UsageError(f"data directory {data_dir} does not exist; make it with `bertcli make-data`")
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        hint = "an interrupted make-data: finish it with --resume" if (data_dir / "progress.json").is_file() \
+            else "make it with `bertcli make-data`"
+        raise UsageError(f"{data_dir} is not a make-data output (no {MANIFEST}); {hint}")
+    manifest = read_json(path, "data manifest")
+    if manifest.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a bertcli data manifest; make the data with `bertcli make-data`")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"{path} has format_version {manifest.get('format_version')}, this bertcli reads "
+                         f"{FORMAT_VERSION}; rebuild the data with `bertcli make-data`")
+    for key in ("tokenizer", "options", "splits"):
+        if not isinstance(manifest.get(key), dict):
+            raise DataError(f"{path}: key {key!r} is missing or malformed; the manifest was edited, rebuild the data")
+    return manifest
+
+
+# What must agree between data directories read as one dataset, and between data and model.
+SIGNATURE_OPTIONS = ("max_seq_length", "max_predictions")
+
+
+def data_signature(manifest: dict) -> dict:
+    return {"tokenizer_sha256": manifest["tokenizer"].get("sha256"),
+            "vocab_size": manifest["tokenizer"].get("vocab_size"),
+            **{k: manifest["options"].get(k) for k in SIGNATURE_OPTIONS}}
+
+
+class PretrainingData:
+    """One split of one or more data directories, as a single random-access sequence.
+
+    Shards are checked against the manifest's sha256 before first use (or all at once with
+    `verify_all`), then memory-mapped.
+    """
+
+    def __init__(self, dirs: list[Path] | Path, split: str = "train", expect_tokenizer_sha256: str | None = None):
+        dirs = [Path(d) for d in (dirs if isinstance(dirs, (list, tuple)) else [dirs])]
+        if split not in SPLITS:
+            raise UsageError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.split = split
+        self.manifests = [load_manifest(d) for d in dirs]
+        self.signature = data_signature(self.manifests[0])
+        for d, m in zip(dirs[1:], self.manifests[1:]):
+            other = data_signature(m)
+            for key, value in self.signature.items():
+                if other[key] != value:
+                    raise UsageError(f"{d} was made with {key}={other[key]} but {dirs[0]} with {value}; "
+                                     "data directories read together must share tokenizer and lengths")
+        if expect_tokenizer_sha256 and self.signature["tokenizer_sha256"] != expect_tokenizer_sha256:
+            raise UsageError(f"{dirs[0]} was made with another tokenizer (sha256 {self.signature['tokenizer_sha256'][:12]}… "
+                             f"vs {expect_tokenizer_sha256[:12]}…); use the matching tokenizer or rebuild the data")
+        self.shards: list[tuple[Path, int, str]] = []
+        for d, m in zip(dirs, self.manifests):
+            split_info = m["splits"].get(split) or {}
+            for shard in split_info.get("shards", []):
+                try:
+                    self.shards.append((d / shard["file"], int(shard["instances"]), str(shard["sha256"])))
+                except (KeyError, TypeError, ValueError):
+                    raise DataError(f"{d / MANIFEST}: a shard entry of split {split!r} is malformed; the manifest was edited, rebuild the data") from None
+        counts = np.array([n for _, n, _ in self.shards], dtype=np.int64)
+        self.cumulative = np.concatenate([[0], np.cumsum(counts)])
+        self._loaded: dict[int, Examples] = {}
+        self.dirs = dirs
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.signature["max_seq_length"])
+
+    @property
+    def max_predictions(self) -> int:
+        return int(self.signature["max_predictions"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.signature["vocab_size"])
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1])
+
+    def shard(self, k: int) -> Examples:
+        if k not in self._loaded:
+            path, count, sha = self.shards[k]
+            if not path.is_file():
+                raise DataError(f"{path}: shard listed in the manifest is missing; rebuild the data with `bertcli make-data`")
+            if sha256_file(path) != sha:
+                raise DataError(f"{path}: sha256 differs from the manifest (corrupt or modified); rebuild the data with `bertcli make-data`")
+            examples = load_shard(path)
+            if len(examples) != count:
+                raise DataError(f"{path}: holds {len(examples)} instances, the manifest says {count}; rebuild the data")
+            self._loaded[k] = examples
+        return self._loaded[k]
+
+    def verify_all(self) -> None:
+        for k in range(len(self.shards)):
+            self.shard(k)
+
+    def __getitem__(self, i: int) -> Example:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self.cumulative, i, side="right") - 1)
+        return self.shard(k)[i - int(self.cumulative[k])]
