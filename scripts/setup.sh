@@ -24,5 +24,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-$pip install -q -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true
+$pip install -q -e "$spec"
 .venv/bin/python -c "import bertcli, torch; print(f'bertcli {bertcli.__version__} with torch {torch.__version__} in .venv')"
