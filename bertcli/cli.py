@@ -122,6 +122,54 @@ def show_data_command(
     show_data(data, split, start, count, json_lines, tokenizer)
 
 
+@app.command(no_args_is_help=True)
+def pretrain(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.learning_rate=2e-4 (repeatable)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="auto (latest checkpoint in out_dir, if any) or a checkpoint path."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in out_dir."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML on stdout and exit."),
+) -> None:
+    """Pretrain BERT (masked LM + next sentence) on make-data shards; torchrun -m bertcli pretrain for several GPUs."""
+    from bertcli.config import load_config
+
+    cfg = load_config(config, set_)
+    if print_config:
+        typer.echo(cfg.to_yaml(), nl=False)
+        return
+    from bertcli.reports import print_pretrain_summary
+    from bertcli.train import pretrain as run_pretrain
+
+    summary = run_pretrain(cfg, resume=resume, overwrite=overwrite)
+    print_pretrain_summary(summary)
+
+
+@app.command("eval", no_args_is_help=True)
+def eval_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
+    data: Path = typer.Option(..., "--data", help="A make-data output directory."),
+    split: str = typer.Option("validation", help="validation or train."),
+    batch_size: int = typer.Option(64, help="Sequences per batch."),
+    max_batches: int = typer.Option(0, help="Evaluate at most this many batches (0: all)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (auto: bf16 on a GPU that has it)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object on stdout."),
+) -> None:
+    """Masked-LM accuracy and next-sentence accuracy of a checkpoint, with Google's metric names."""
+    import json
+
+    from bertcli.evaluate import run_eval
+    from bertcli.reports import print_eval_table
+    from bertcli.runtime import resolve_device, resolve_precision, Runtime
+
+    dev = resolve_device(device)
+    runtime = Runtime(dev, resolve_precision(precision, dev))
+    metrics = run_eval(checkpoint, data, split, batch_size, max_batches, dev, runtime.autocast)
+    print_eval_table(metrics, split)
+    if json_out:
+        typer.echo(json.dumps(metrics))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and turn expected failures into one line and an exit code.
 

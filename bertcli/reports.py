@@ -10,8 +10,8 @@ from bertcli.console import console, warn
 
 
 def print_tokenize_report(report, out: Path) -> None:
-    if report.invalid_utf8:
-        warn(report.invalid_utf8)
+    for message in report.warnings:
+        warn(message)
     table = Table(title=f"tokenizer written to {out}", show_header=False, title_justify="left")
     table.add_row("vocab size", f"{report.vocab_size:,}")
     table.add_row("sentences seen / sampled", f"{report.sentences_seen:,} / {report.sentences_sampled:,}")
@@ -45,3 +45,26 @@ def print_make_data_report(manifest: dict, out: Path) -> None:
     console.print(table)
     mb = manifest["input_bytes"] / 1e6
     console.print(f"{mb:.1f} MB of text in {manifest['seconds']:.1f} s ({mb / max(manifest['seconds'], 1e-9):.2f} MB/s)")
+
+
+EVAL_ROWS = ("masked_lm_accuracy", "baseline_masked_lm_accuracy", "masked_lm_loss", "perplexity",
+             "next_sentence_accuracy", "baseline_next_sentence_accuracy", "next_sentence_loss", "loss",
+             "examples", "masked_tokens", "global_step")
+
+
+def print_eval_table(metrics: dict, split: str) -> None:
+    table = Table(title=f"eval on {split}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in EVAL_ROWS:
+        if key in metrics:
+            value = metrics[key]
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    console.print(table)
+
+
+def print_pretrain_summary(summary: dict) -> None:
+    console.print(f"[bold]done[/bold]: {summary['step']} steps, {summary['tokens_seen']:,} tokens in "
+                  f"{summary['elapsed']:.0f} s; run in {summary['run_dir']}")
+    if summary.get("eval"):
+        print_eval_table({**summary["eval"], "global_step": summary["step"]}, "validation")

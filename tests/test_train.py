@@ -1,0 +1,173 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertcli.checkpoint import list_checkpoints
+from bertcli.config import TrainConfig, load_config
+from bertcli.errors import DataError, UsageError
+from bertcli.train import get_lr, pretrain
+from conftest import REPO, run_cli, tiny_config, tiny_overrides
+
+GOLDEN = REPO / "tests" / "golden" / "tiny_loss_curve.json"
+METRIC_KEYS = {"step", "tokens_seen", "loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "lr",
+               "grad_norm", "tokens_per_second", "elapsed"}
+
+
+def train_records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "loss" in r]
+
+
+def final_weights(run_dir):
+    return load_file(str(list_checkpoints(run_dir)[-1] / "model.safetensors"))
+
+
+def test_lr_schedule_known_values():
+    t = TrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=110, schedule="linear")
+    assert get_lr(0, t) == pytest.approx(0.1) and get_lr(9, t) == pytest.approx(1.0)
+    assert get_lr(60, t) == pytest.approx(0.5) and get_lr(110, t) == 0.0
+    t.schedule = "cosine"
+    assert get_lr(60, t) == pytest.approx(0.5) and get_lr(10, t) == pytest.approx(1.0)
+    t.schedule = "constant"
+    assert get_lr(100, t) == 1.0
+
+
+def test_pretrain_end_to_end_artifacts_and_falling_loss(data_dir, tmp_path):
+    run = tmp_path / "run"
+    summary = pretrain(tiny_config(data_dir, run, "train.max_steps=12", "system.eval_interval=6",
+                                   "system.keep_checkpoints=2"), show_progress=False)
+    assert summary["step"] == 12
+    records = train_records(run)
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert METRIC_KEYS <= set(records[0])
+    assert sum(r["loss"] for r in records[-3:]) < sum(r["loss"] for r in records[:3])
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "eval/loss" in l]
+    assert [e["step"] for e in evals] == [6, 12]
+    assert (run / "config.yaml").is_file()
+    ckpts = list_checkpoints(run)
+    assert [c.name for c in ckpts] == ["step-0000009", "step-0000012"]  # every 3 steps, the last 2 kept
+    for name in ("model.safetensors", "optimizer.pt", "trainer_state.json", "config.yaml"):
+        assert (ckpts[-1] / name).is_file()
+    state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
+    assert state["step"] == 12 and state["tokens_seen"] == records[-1]["tokens_seen"]
+    assert "bert.encoder.layer.1.attention.self.query.weight" in final_weights(run)
+
+
+def test_resume_is_exact(data_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain(tiny_config(data_dir, straight, "train.max_steps=6", "data.masking=dynamic"), show_progress=False)
+    pretrain(tiny_config(data_dir, resumed, "train.max_steps=6", "data.masking=dynamic", "system.checkpoint_interval=3"),
+             show_progress=False)
+    # Throw away the end of the second run and continue it from its step-3 checkpoint.
+    ckpts = list_checkpoints(resumed)
+    for c in ckpts:
+        if c.name != "step-0000003":
+            import shutil
+            shutil.rmtree(c)
+    pretrain(tiny_config(data_dir, resumed, "train.max_steps=6", "data.masking=dynamic"), resume="auto", show_progress=False)
+    a, b = final_weights(straight), final_weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in train_records(straight)] == [r["loss"] for r in train_records(resumed)]
+
+
+def test_golden_loss_curve(data_dir, tmp_path):
+    """The first steps of a fixed tiny run; a change that alters training shows up here."""
+    pretrain(tiny_config(data_dir, tmp_path / "run", "train.max_steps=8"), show_progress=False)
+    losses = [r["loss"] for r in train_records(tmp_path / "run")]
+    if os.environ.get("BERTCLI_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"losses": losses}, indent=1) + "\n")
+    expected = json.loads(GOLDEN.read_text())["losses"]
+    assert losses == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_init_from_checkpoint_loads_weights_only(data_dir, tmp_path):
+    pretrain(tiny_config(data_dir, tmp_path / "a", "train.max_steps=3"), show_progress=False)
+    cfg = tiny_config(data_dir, tmp_path / "b", "train.max_steps=1", "train.warmup_steps=0", "train.learning_rate=1e-12",
+                      f"train.init_from={tmp_path / 'a'}", "model.hidden_dropout_prob=0.0")
+    pretrain(cfg, show_progress=False)
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert torch.allclose(a["bert.pooler.dense.weight"], b["bert.pooler.dense.weight"], atol=1e-6)
+    assert json.loads((list_checkpoints(tmp_path / "b")[-1] / "trainer_state.json").read_text())["step"] == 1
+
+
+def test_two_process_ddp_matches_one_process(data_dir, tmp_path):
+    common = ("train.max_steps=3", "model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0")
+    pretrain(tiny_config(data_dir, tmp_path / "one", *common), show_progress=False)
+    sets = [a for s in tiny_overrides(data_dir, tmp_path / "two", *common) for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "bertcli", "pretrain", *sets], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    la = [r["loss"] for r in train_records(tmp_path / "one")]
+    lb = [r["loss"] for r in train_records(tmp_path / "two")]
+    assert lb == pytest.approx(la, rel=1e-5)
+
+
+def test_non_finite_loss_stops_with_message(data_dir, tmp_path):
+    cfg = tiny_config(data_dir, tmp_path / "run", "train.max_steps=40", "train.learning_rate=1e30",
+                      "train.warmup_steps=0", "train.grad_clip=0")
+    with pytest.raises(DataError, match="the loss became"):
+        pretrain(cfg, show_progress=False)
+
+
+def test_refuses_to_mix_runs_and_checks_resume_shape(data_dir, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
+    with pytest.raises(UsageError, match="holds another run"):
+        pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
+    with pytest.raises(UsageError, match="different hidden_size"):
+        pretrain(tiny_config(data_dir, run, "train.max_steps=6", "model.hidden_size=64", "model.intermediate_size=64"),
+                 resume="auto", show_progress=False)
+    pretrain(tiny_config(data_dir, run, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert [c.name for c in list_checkpoints(run)] == ["step-0000002"]
+
+
+def test_bad_data_inputs(data_dir, tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        pretrain(tiny_config(tmp_path / "missing", tmp_path / "r1"), show_progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="not a make-data output"):
+        pretrain(tiny_config(tmp_path / "empty", tmp_path / "r2"), show_progress=False)
+    with pytest.raises(UsageError, match="max_position_embeddings"):
+        pretrain(tiny_config(data_dir, tmp_path / "r3", "model.max_position_embeddings=32"), show_progress=False)
+
+
+def test_cli_errors_are_one_line(data_dir, tmp_path):
+    missing = run_cli("pretrain", "--config", tmp_path / "none.yaml")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    bad_data = run_cli("pretrain", *[a for s in tiny_overrides(tmp_path / "nodata", tmp_path / "r") for a in ("--set", s)])
+    assert bad_data.returncode == 2 and "nodata" in bad_data.stderr and "Traceback" not in bad_data.stderr
+
+
+def test_ctrl_c_writes_checkpoint_and_exits_130(data_dir, tmp_path):
+    run = tmp_path / "run"
+    sets = [a for s in tiny_overrides(data_dir, run, "train.max_steps=100000", "system.checkpoint_interval=100000")
+            for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "bertcli", "pretrain", *sets], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    ckpts = list_checkpoints(run)
+    assert ckpts, "no checkpoint written on Ctrl-C"
+    step = json.loads((ckpts[-1] / "trainer_state.json").read_text())["step"]
+    assert step >= 1
+    pretrain(tiny_config(data_dir, run, f"train.max_steps={step + 1}"), resume="auto", show_progress=False)
+    assert list_checkpoints(run)[-1].name == f"step-{step + 1:07d}"
