@@ -52,8 +52,9 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
+    for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed: never a checkpoint
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -71,9 +72,10 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except OSError as e:
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"cannot write checkpoint {final}: {e.strerror or e}; free some space — "
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
+        raise DataError(f"cannot write checkpoint {final}: {reason}; free some space — "
                         "the previous checkpoint is intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

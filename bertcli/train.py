@@ -32,6 +32,7 @@ from bertcli.config import Config, TrainConfig, parse_duration
 from bertcli.console import console, warn
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.evaluate import evaluate
+from bertcli.fsutil import write_bytes_atomic
 from bertcli.instances import MaskingParams
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runtime import Runtime, close, make_runtime
@@ -101,10 +102,17 @@ class RunLog:
     def __init__(self, run_dir: Path, resume_step: int | None):
         self.path = run_dir / METRICS_FILE
         if resume_step is not None and self.path.is_file():
-            # Lines logged after the checkpoint we resume from would be logged again: drop them.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(k + "\n" for k in kept))
+            # Lines logged after the checkpoint we resume from would be logged again, and a kill
+            # can leave a torn last line: keep only whole records up to the resumed step.
+            kept = []
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= resume_step:
+                    kept.append(line)
+            write_bytes_atomic(self.path, "".join(k + "\n" for k in kept).encode())
         elif resume_step is None:
             self.path.unlink(missing_ok=True)
         self.tb = None
@@ -238,7 +246,7 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
     log = None
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(config_yaml)
+        write_bytes_atomic(run_dir / CONFIG_FILE, config_yaml.encode())
         log = RunLog(run_dir, step if ckpt is not None else None)
         _banner(config, runtime, n_params, plan, data, step, ckpt)
     max_seconds = parse_duration(t.max_time) if t.max_time else None
