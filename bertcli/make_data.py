@@ -5,8 +5,9 @@ The corpus is read once, in order, and cut into *windows* of whole documents (ab
 builds its pairs for every duplication pass (random-next documents come from the same window,
 as NVIDIA's per-shard processing does), shuffles and masks them with generators seeded by
 (seed, split, window index). Results are written in window order into shards of `shard_size`
-instances. Hence memory is bounded by the windows in flight, not the corpus, and the output is
-byte-identical for any number of workers.
+instances, streamed from the windows' arrays to disk. Hence memory is bounded by the windows in
+flight plus one shard's instances (about 35 MB per 100,000 at length 128), not by the corpus, and
+the output is byte-identical for any number of workers.
 
 After every shard, `progress.json` records the finished shards and where the next one starts
 (window, offset), so `--resume` keeps verified shards and recomputes only what is missing. The
@@ -30,9 +31,9 @@ import numpy as np
 from bertcli import __version__
 from bertcli.console import console, warn
 from bertcli.corpus import Corpus
-from bertcli.errors import DataError, UsageError
+from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, sha256_file, write_json_atomic
-from bertcli.instances import CLS, SEP, MaskingParams, PairStats, mask_tokens, pairs_from_document
+from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, plan_pairs, truncate
 from bertcli.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, Examples, token_dtype, write_shard
 from bertcli.tokenizer import Tokenizer
 
@@ -73,13 +74,14 @@ class MakeDataOptions:
             problems.append("--window-chars must be at least 1")
         if self.workers < 0:
             problems.append("--workers must be 0 (all cores) or more")
-        if self.max_predictions is None:
-            self.max_predictions = max(1, math.ceil(self.max_seq_length * self.masked_lm_prob - 1e-9))
-        if not 1 <= self.max_predictions <= self.max_seq_length - 3:
+        if self.max_predictions is not None and not 1 <= self.max_predictions <= self.max_seq_length - 3:
             problems.append(f"--max-predictions {self.max_predictions} must be between 1 and max_seq_length - 3 "
-                            f"({self.max_seq_length - 3})")
+                            f"({self.max_seq_length - 3}), the positions an instance can mask")
         if problems:
             raise UsageError("; ".join(problems))
+        if self.max_predictions is None:
+            derived = math.ceil(self.max_seq_length * self.masked_lm_prob - 1e-9)
+            self.max_predictions = min(max(1, derived), self.max_seq_length - 3)
         return self
 
     def recipe(self) -> dict:
@@ -115,54 +117,32 @@ def window_seed(seed: int, split: str, index: int) -> list[int]:
 
 def build_window(split: str, index: int, documents: list[list[str]], opts: MakeDataOptions,
                  tokenizer: Tokenizer | None = None, word_starts: np.ndarray | None = None) -> WindowResult:
-    """Tokenize a window of documents and turn it into masked instances."""
+    """Tokenize a window of documents and turn it into shuffled, masked instances."""
     tok = tokenizer or _worker_tokenizer
-    ids = tok.encode([s for doc in documents for s in doc])
-    tokenized, k = [], 0
-    for doc in documents:
-        sentences = [s for s in ids[k:k + len(doc)] if s]  # a sentence that normalises to nothing is dropped
-        k += len(doc)
-        if sentences:
-            tokenized.append(sentences)
-
-    max_num_tokens = opts.max_seq_length - 3
-    stats = PairStats(long_sentences=sum(len(s) > max_num_tokens for d in tokenized for s in d))
-    rng = random.Random("/".join(map(str, window_seed(opts.seed, split, index))))
-    pairs = []
-    for _ in range(opts.dupe_factor):
-        for d in range(len(tokenized)):
-            pairs.extend(pairs_from_document(tokenized, d, max_num_tokens, opts.short_seq_prob, rng, stats))
-    rng.shuffle(pairs)
-
-    tokens: list[int] = []
-    offsets = [0]
-    b_start = []
-    for p in pairs:
-        b_start.append(len(p.tokens_a) + 2)
-        tokens.append(CLS)
-        tokens.extend(p.tokens_a)
-        tokens.append(SEP)
-        tokens.extend(p.tokens_b)
-        tokens.append(SEP)
-        offsets.append(len(tokens))
-    tokens_arr = np.array(tokens, dtype=np.int64)
-    offsets_arr = np.array(offsets, dtype=np.int64)
+    window = Window.from_encoded(tok.encode([s for doc in documents for s in doc]), [len(doc) for doc in documents])
+    seed = window_seed(opts.seed, split, index)
+    pairs, stats = plan_pairs(window, opts.max_seq_length - 3, opts.short_seq_prob, opts.dupe_factor,
+                              random.Random("/".join(map(str, seed))))
+    rng = np.random.default_rng(seed)
+    pairs = truncate(pairs, opts.max_seq_length - 3, rng)
+    pairs = pairs.take(rng.permutation(len(pairs)))  # Google shuffles all instances of all passes
+    tokens, offsets, segment_b_start = assemble(window, pairs)
     if word_starts is None and opts.whole_word_mask:
         word_starts = tok.word_starts()
     params = MaskingParams(opts.masked_lm_prob, opts.max_predictions, tok.vocab_size, opts.whole_word_mask, word_starts)
-    masked = mask_tokens(tokens_arr, offsets_arr, params, np.random.default_rng(window_seed(opts.seed, split, index)))
+    masked = mask_tokens(tokens, offsets, params, rng)
+    dtype = token_dtype(tok.vocab_size)  # the shard's dtype now: less to pickle and to hold until written
     examples = Examples(
-        input_ids=masked.input_ids, offsets=offsets_arr,
-        segment_b_start=np.array(b_start, dtype=np.int32),
-        next_sentence_labels=np.array([p.is_random_next for p in pairs], dtype=np.uint8),
-        fallback=np.array([p.fallback for p in pairs], dtype=np.uint8),
+        input_ids=masked.input_ids.astype(dtype), offsets=offsets, segment_b_start=segment_b_start,
+        next_sentence_labels=pairs.is_random_next, fallback=pairs.fallback,
         masked_positions=masked.positions.astype(np.int32),
         masked_offsets=np.concatenate([[0], np.cumsum(masked.counts)]).astype(np.int64),
-        masked_ids=masked.original_ids)
-    counters = {"documents": len(tokenized), "sentences": sum(map(len, tokenized)),
-                "single_sentence_documents": sum(len(d) == 1 for d in tokenized),
+        masked_ids=masked.original_ids.astype(dtype))
+    sentences = window.sentences_per_document()
+    counters = {"documents": window.num_documents, "sentences": window.num_sentences,
+                "single_sentence_documents": int((sentences == 1).sum()),
                 "dropped_pairs": stats.dropped_pairs, "long_sentences": stats.long_sentences,
-                "windows": 1, "lone_document_windows": int(len(tokenized) == 1)}
+                "windows": 1, "lone_document_windows": int(window.num_documents == 1)}
     return WindowResult(split, index, examples, counters)
 
 
@@ -174,22 +154,32 @@ def _build_in_worker(args) -> WindowResult:
 # Reading: documents → windows, per split
 
 def read_windows(corpus: Corpus, opts: MakeDataOptions):
-    """Yield (split, window index, documents) in a fixed order that does not depend on workers."""
+    """Yield (split, window index, documents) in a fixed order that does not depend on workers.
+
+    A window closes once it holds `window_chars` characters. It is held back until the next one
+    is half full: if the corpus ends first, the short tail joins it rather than becoming a
+    window of a few documents, where most random-next draws would have to fall back.
+    """
     choose = random.Random(f"{opts.seed}/validation")
-    buffers = {s: [] for s in SPLITS}
-    sizes = dict.fromkeys(SPLITS, 0)
-    counts = dict.fromkeys(SPLITS, 0)
+    filling: dict[str, list] = {s: [] for s in SPLITS}
+    size = dict.fromkeys(SPLITS, 0)
+    held: dict[str, list | None] = dict.fromkeys(SPLITS)
+    count = dict.fromkeys(SPLITS, 0)
     for doc in corpus.documents():
         split = "validation" if choose.random() < opts.validation_fraction else "train"
-        buffers[split].append(doc)
-        sizes[split] += sum(map(len, doc))
-        if sizes[split] >= opts.window_chars:
-            yield split, counts[split], buffers[split]
-            buffers[split], sizes[split] = [], 0
-            counts[split] += 1
+        filling[split].append(doc)
+        size[split] += sum(map(len, doc))
+        if held[split] is not None and 2 * size[split] >= opts.window_chars:
+            yield split, count[split], held[split]
+            held[split] = None
+            count[split] += 1
+        if size[split] >= opts.window_chars:
+            held[split], filling[split], size[split] = filling[split], [], 0
     for split in SPLITS:
-        if buffers[split]:
-            yield split, counts[split], buffers[split]
+        if held[split] is not None:
+            yield split, count[split], held[split] + filling[split]
+        elif filling[split]:
+            yield split, count[split], filling[split]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +196,13 @@ class SplitState:
 
 
 class SplitWriter:
-    def __init__(self, out_dir: Path, split: str, opts: MakeDataOptions, dtype, state: SplitState, save):
+    """Cuts one split's stream of windows into shards of `shard_size`, saving progress after each."""
+
+    def __init__(self, out_dir: Path, split: str, opts: MakeDataOptions, tok: Tokenizer, state: SplitState, save):
         self.dir = out_dir / split
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.split, self.opts, self.dtype, self.state, self.save = split, opts, dtype, state, save
+        self.split, self.opts, self.state, self.save = split, opts, state, save
+        self.dtype, self.tokenizer_sha256 = token_dtype(tok.vocab_size), tok.sha256
         self.pending: list[tuple[int, int, Examples]] = []  # (window, offset in window, examples)
         self.pending_counters: dict[int, dict] = {}
         self.windows_added = state.next_window
@@ -245,14 +238,15 @@ class SplitWriter:
                 need = 0
             else:
                 rest.append((window, offset, ex))
-        shard = Examples.concat(taken)
         name = f"{self.split}/shard-{len(self.state.shards):05d}.safetensors"
-        sha = write_shard(self.dir.parent / name, shard, self.dtype,
-                          {"split": self.split, "shard": str(len(self.state.shards))})
+        sha = write_shard(self.dir.parent / name, taken, self.dtype,
+                          {"split": self.split, "shard": str(len(self.state.shards)),
+                           "tokenizer_sha256": self.tokenizer_sha256})
         self.state.shards.append({
-            "file": name, "instances": len(shard), "tokens": shard.num_tokens, "masked_tokens": shard.num_masked,
-            "random_next": int(shard.next_sentence_labels.sum()), "fallback_pairs": int(shard.fallback.sum()),
-            "sha256": sha})
+            "file": name, "instances": sum(map(len, taken)), "tokens": sum(p.num_tokens for p in taken),
+            "masked_tokens": sum(p.num_masked for p in taken),
+            "random_next": sum(int(p.next_sentence_labels.sum()) for p in taken),
+            "fallback_pairs": sum(int(p.fallback.sum()) for p in taken), "sha256": sha})
         self.pending = rest
         self._advance_cursor()
         self.save()
@@ -303,7 +297,10 @@ def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
         if progress.get(key) != expected[key]:
             raise UsageError(f"--resume: {out_dir} was started with different {key.replace('_', ' ')}; "
                              "rerun with the same inputs and options, or use --overwrite to start over")
-    states = {s: SplitState(**progress["splits"][s]) for s in SPLITS}
+    try:
+        states = {s: SplitState(**progress["splits"][s]) for s in SPLITS}
+    except (KeyError, TypeError):
+        raise DataError(f"--resume: {out_dir / PROGRESS} is malformed; use --overwrite to start over") from None
     for split, state in states.items():
         keep = set()
         for shard in state.shards:
@@ -321,38 +318,67 @@ def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
 
 def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeDataOptions,
               resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
-    """Run make-data end to end; return the manifest it wrote."""
+    """Run make-data end to end; return the manifest it wrote.
+
+    An expected failure (bad input, empty corpus, full disk) of a fresh run removes what it
+    wrote. An interruption (Ctrl-C, a crash, a kill) keeps the finished shards and
+    progress.json for `--resume`.
+    """
     opts.resolve()
     tok = Tokenizer.load(tokenizer_dir)
     out_dir = Path(out_dir)
+    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": _fingerprint(files)}
+    states = _prepare_out_dir(out_dir, expected, resume, overwrite)
+    existed = out_dir.is_dir()
+    try:
+        return _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress)
+    except BertcliError:
+        if not resume:
+            _discard(out_dir, existed)
+        raise
+    except KeyboardInterrupt:
+        warn(f"make-data interrupted; finished shards are kept in {out_dir}: rerun the same command with --resume")
+        raise
+
+
+def _prepare_out_dir(out_dir: Path, expected: dict, resume: bool, overwrite: bool) -> dict[str, SplitState]:
+    """Check --out against --resume / --overwrite; return what is already written per split."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a directory")
-    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": _fingerprint(files)}
     if resume and (out_dir / MANIFEST).is_file():
         raise UsageError(f"--resume: {out_dir} is already complete (it has {MANIFEST}); nothing to do")
     if resume and (out_dir / PROGRESS).is_file():
-        states = _load_resume_state(out_dir, expected)
-    elif out_dir.is_dir() and any(out_dir.iterdir()):
+        return _load_resume_state(out_dir, expected)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         if resume:
             raise UsageError(f"--resume: {out_dir} holds no make-data progress; use --overwrite to start over")
         if not overwrite:
             raise UsageError(f"--out {out_dir} is not empty; pass --resume to continue an interrupted run, "
                              "--overwrite to replace it, or choose another directory")
         shutil.rmtree(out_dir)
-        states = {s: SplitState() for s in SPLITS}
-    else:
-        states = {s: SplitState() for s in SPLITS}
+    return {s: SplitState() for s in SPLITS}
+
+
+def _discard(out_dir: Path, existed: bool) -> None:
+    """Remove a failed fresh run's output (keeping a directory the user had made, empty)."""
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for child in out_dir.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         write_json_atomic(out_dir / PROGRESS, {**expected, "splits": {s: asdict(states[s]) for s in SPLITS}})
 
-    dtype = token_dtype(tok.vocab_size)
-    writers = {s: SplitWriter(out_dir, s, opts, dtype, states[s], save) for s in SPLITS}
+    writers = {s: SplitWriter(out_dir, s, opts, tok, states[s], save) for s in SPLITS}
     save()
     corpus = Corpus(files, strict=opts.strict)
     workers = opts.workers or (os.cpu_count() or 1)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     with _Progress(corpus, show_progress) as progress:
         if workers == 1:
             word_starts = tok.word_starts() if opts.whole_word_mask else None
@@ -366,22 +392,35 @@ def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeD
             _run_pool(corpus, opts, tokenizer_dir, workers, writers, progress)
         for w in writers.values():
             w.finish()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
 
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"bertcli {__version__}",
         "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
                       "special_ids": tok.special_ids},
-        "options": opts.recipe(), "token_dtype": np.dtype(dtype).name, "inputs": expected["inputs"],
-        "input_bytes": corpus.stats.total_bytes, "seconds": round(seconds, 3),
+        "options": opts.recipe(), "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
+        "inputs": expected["inputs"], "input_bytes": corpus.stats.total_bytes,
+        "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
+    _check_usable(manifest, files)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
-    for leftover in out_dir.glob(f"{TMP_PREFIX}*"):
+    for leftover in out_dir.rglob(f"{TMP_PREFIX}*"):
         leftover.unlink()
     _warn_about(manifest, corpus, opts)
     return manifest
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: this process only
+        return time.process_time()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _run_pool(corpus, opts, tokenizer_dir, workers, writers, progress) -> None:
@@ -410,21 +449,38 @@ def _collect(async_result, writers, progress) -> None:
     progress.built(len(result.examples))
 
 
+def _check_usable(manifest: dict, files: list[Path]) -> None:
+    train = manifest["splits"]["train"]
+    if train["instances"] == 0:
+        names = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+        if train["documents"] == 0:
+            raise DataError(f"no training instances: the corpus ({names}) holds no text for the train split; "
+                            "give text, one sentence per line")
+        raise DataError(f"no training instances: the corpus ({names}) is too short (a single one-sentence document "
+                        "cannot make a pair); give more text")
+
+
 def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
     if msg := corpus.stats.invalid_utf8_message():
         warn(msg)
     train = manifest["splits"]["train"]
-    if train["instances"] == 0:
-        raise DataError("no training instances were made: the corpus is empty or too short; give more text")
     stats = train["stats"]
-    if stats["single_sentence_documents"] > 0.5 * max(train["documents"], 1):
-        warn(f"{stats['single_sentence_documents']} of {train['documents']} documents have a single sentence: "
-             "is there a blank line between every sentence? Blank lines separate documents, and pairs "
-             "never span documents, so next-sentence prediction cannot learn from such a corpus")
-    if stats["fallback_pairs"] + stats["dropped_pairs"]:
+    if train["documents"] == 1:
+        warn(f"the train split is a single document, so no random next sentence can come from another document: "
+             f"all {stats['fallback_pairs']} pairs that wanted one fell back to the actual next sentence "
+             f"({stats['dropped_pairs']} had none and were dropped); separate documents with blank lines")
+    elif stats["fallback_pairs"] + stats["dropped_pairs"]:
         warn(f"{stats['fallback_pairs']} pairs fell back to the actual next sentence and {stats['dropped_pairs']} were "
              "dropped because no other document was in reach (a window with a single document); "
              "give more documents or a larger --window-chars")
+    if stats["single_sentence_documents"] > 0.5 * train["documents"] > 0:
+        warn(f"{stats['single_sentence_documents']} of {train['documents']} documents have a single sentence: "
+             "is there a blank line between every sentence? Blank lines separate documents, and pairs "
+             "never span documents, so next-sentence prediction cannot learn from such a corpus")
+    long_sentences = sum(manifest["splits"][s]["stats"]["long_sentences"] for s in SPLITS)
+    if long_sentences:
+        warn(f"{long_sentences} sentence(s) are longer than max_seq_length - 3 = {opts.max_seq_length - 3} tokens "
+             "and were truncated; split long lines into sentences, or raise --max-seq-length")
     if opts.validation_fraction > 0 and manifest["splits"]["validation"]["instances"] == 0:
         warn("the validation split is empty: raise --validation-fraction or give more documents")
 

@@ -23,13 +23,13 @@ training can re-mask dynamically. This module knows the format; it does not crea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import atomic_path, read_json, sha256_file
@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 SAFETENSORS_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+SAFETENSORS_NAMES = {np.dtype(t).newbyteorder("<"): name for name, t in SAFETENSORS_DTYPES.items()}
 
 
 def token_dtype(vocab_size: int):
@@ -129,31 +130,64 @@ class Examples:
         }
 
 
-def write_shard(path: Path, examples: Examples, dtype, metadata: dict[str, str]) -> str:
-    """Write one shard atomically; return its sha256."""
-    arrays = {
-        "input_ids": examples.input_ids.astype(dtype),
-        "offsets": examples.offsets.astype(np.int64),
-        "segment_b_start": examples.segment_b_start.astype(np.int32),
-        "next_sentence_labels": examples.next_sentence_labels.astype(np.uint8),
-        "fallback": examples.fallback.astype(np.uint8),
-        "masked_positions": examples.masked_positions.astype(np.int32),
-        "masked_offsets": examples.masked_offsets.astype(np.int64),
-        "masked_ids": examples.masked_ids.astype(dtype),
-    }
+def write_shard(path: Path, examples: Examples | list[Examples], dtype, metadata: dict[str, str]) -> str:
+    """Write one shard (the concatenation of `examples` if a list) atomically; return its sha256.
+
+    The safetensors layout is produced here, byte for byte what `safetensors.numpy.save` makes
+    of the concatenated arrays, but streamed part by part to the file and the hash: a shard is
+    never built, copied or serialised as a whole in memory. `metadata` should carry
+    `tokenizer_sha256`; the reader refuses a shard made with another tokenizer than expected.
+    """
+    parts = examples if isinstance(examples, list) else [examples]
+    tensors = _shard_tensors(parts, np.dtype(dtype))
+    # One metadata key: a map's keys have no fixed order, and shards must be byte-identical.
+    info = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}, sort_keys=True)
+    header, begin = {"__metadata__": {"bertcli": info}}, 0
+    for name, chunks in tensors:
+        size = sum(c.nbytes for c in chunks)
+        header[name] = {"dtype": SAFETENSORS_NAMES[chunks[0].dtype], "shape": [sum(len(c) for c in chunks)],
+                        "data_offsets": [begin, begin + size]}
+        begin += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # safetensors pads the header so the data is 8-byte aligned
+    digest = hashlib.sha256()
     with atomic_path(path) as tmp:
         try:
-            # One metadata key: safetensors writes a map's keys in no fixed order, and shards
-            # must be byte-identical between runs.
-            info = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}, sort_keys=True)
-            save_file(arrays, str(tmp), metadata={"bertcli": info})
-        except (OSError, Exception) as e:  # safetensors reports a full disk as a generic error
-            raise DataError(f"cannot write {path}: {e}; free some space or choose another directory") from None
-    return sha256_file(path)
+            with open(tmp, "wb") as f:
+                for block in [struct.pack("<Q", len(head)), head] + [c.data for _, chunks in tensors for c in chunks]:
+                    f.write(block)
+                    digest.update(block)
+        except OSError as e:
+            raise DataError(f"cannot write {path}: {e.strerror}; free some space or choose another directory") from None
+    return digest.hexdigest()
 
 
-def load_shard(path: Path) -> Examples:
-    """Memory-map a shard's arrays (read-only, zero-copy, shared between processes)."""
+def _shard_tensors(parts: list[Examples], token: np.dtype) -> list[tuple[str, list[np.ndarray]]]:
+    """Each array of the shard as the chunks of its parts, in safetensors' order (widest first)."""
+    dtypes = {"input_ids": token, "offsets": np.int64, "segment_b_start": np.int32, "next_sentence_labels": np.uint8,
+              "fallback": np.uint8, "masked_positions": np.int32, "masked_offsets": np.int64, "masked_ids": token}
+    tensors = []
+    for name, dtype in dtypes.items():
+        little = np.dtype(dtype).newbyteorder("<")
+        if name in ("offsets", "masked_offsets"):  # rebase each part's offsets onto the ones before it
+            chunks, base = [np.zeros(1, dtype=little)], 0
+            for p in parts:
+                off = getattr(p, name)
+                chunks.append((off[1:] - off[0] + base).astype(little))
+                base += int(off[-1] - off[0])
+        else:
+            chunks = [np.ascontiguousarray(getattr(p, name), dtype=little) for p in parts]
+        tensors.append((name, chunks))
+    tensors.sort(key=lambda t: (-t[1][0].dtype.itemsize, t[0]))
+    return tensors
+
+
+def load_shard(path: Path, expect_tokenizer_sha256: str | None = None) -> Examples:
+    """Memory-map a shard's arrays (read-only, zero-copy, shared between processes).
+
+    With `expect_tokenizer_sha256`, a shard that records another tokenizer is refused (one
+    that records none, written by hand or by tests, is accepted).
+    """
     try:
         with open(path, "rb") as f:
             size = path.stat().st_size
@@ -170,8 +204,13 @@ def load_shard(path: Path) -> Examples:
             if base + end > size or (end - begin) != dtype.itemsize * int(np.prod(spec["shape"])):
                 raise ValueError(f"{f_.name} lies outside the file")
             arrays[f_.name] = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=tuple(spec["shape"]))
-    except (OSError, ValueError, KeyError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
+        info = json.loads(header.get("__metadata__", {}).get("bertcli", "{}"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable shard ({e}); rebuild the data with `bertcli make-data`") from None
+    made_with = info.get("tokenizer_sha256") if isinstance(info, dict) else None
+    if expect_tokenizer_sha256 and made_with and made_with != expect_tokenizer_sha256:
+        raise DataError(f"{path}: made with tokenizer sha256 {made_with[:12]}…, expected {expect_tokenizer_sha256[:12]}…; "
+                        "use the matching tokenizer or rebuild the data with `bertcli make-data`")
     return Examples(**arrays)
 
 
@@ -210,7 +249,8 @@ class PretrainingData:
     """One split of one or more data directories, as a single random-access sequence.
 
     Shards are checked against the manifest's sha256 before first use (or all at once with
-    `verify_all`), then memory-mapped.
+    `verify_all`), then memory-mapped; a shard that records another tokenizer than the expected
+    one (the manifest's, or `expect_tokenizer_sha256`) is refused.
     """
 
     def __init__(self, dirs: list[Path] | Path, split: str = "train", expect_tokenizer_sha256: str | None = None):
@@ -230,6 +270,7 @@ class PretrainingData:
             raise UsageError(f"{dirs[0]} was made with another tokenizer (sha256 {self.signature['tokenizer_sha256'][:12]}… "
                              f"vs {expect_tokenizer_sha256[:12]}…); use the matching tokenizer or rebuild the data")
         self.shards: list[tuple[Path, int, str]] = []
+        self.expect_tokenizer_sha256 = expect_tokenizer_sha256 or self.signature["tokenizer_sha256"]
         for d, m in zip(dirs, self.manifests):
             split_info = m["splits"].get(split) or {}
             for shard in split_info.get("shards", []):
@@ -264,7 +305,7 @@ class PretrainingData:
                 raise DataError(f"{path}: shard listed in the manifest is missing; rebuild the data with `bertcli make-data`")
             if sha256_file(path) != sha:
                 raise DataError(f"{path}: sha256 differs from the manifest (corrupt or modified); rebuild the data with `bertcli make-data`")
-            examples = load_shard(path)
+            examples = load_shard(path, self.expect_tokenizer_sha256)
             if len(examples) != count:
                 raise DataError(f"{path}: holds {len(examples)} instances, the manifest says {count}; rebuild the data")
             self._loaded[k] = examples

@@ -1,4 +1,8 @@
-"""`show-data`: look at pretraining instances, decoded, as Google's script logs its first ones."""
+"""`show-data`: look at pretraining instances, decoded, as Google's script logs its first ones.
+
+Human output goes to stderr through the shared console (rich); `--json` writes one object per
+instance to stdout for scripts. This module only reads a data directory.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +13,55 @@ from rich.text import Text
 
 from bertcli.console import console
 from bertcli.errors import UsageError
-from bertcli.shards import PretrainingData
+from bertcli.shards import Example, PretrainingData
 from bertcli.tokenizer import Tokenizer
 
 
 def show_data(data_dir: Path, split: str, start: int, count: int, as_json: bool, tokenizer_dir: Path | None) -> None:
-    data = PretrainingData([data_dir], split)
     if start < 0 or count < 0:
         raise UsageError("--start and --count must not be negative")
+    data = PretrainingData([data_dir], split)
     if start >= len(data) and len(data):
-        raise UsageError(f"--start {start} is past the end: the {split} split has {len(data)} instances")
+        raise UsageError(f"--start {start} is past the end: the {split} split of {data_dir} has {len(data)} instances")
     stop = min(start + count, len(data))
-    tok = None
-    if not as_json:
-        tok = Tokenizer.load(tokenizer_dir or Path(data.manifests[0]["tokenizer"]["path"]))
-        if tok.sha256 != data.signature["tokenizer_sha256"]:
-            raise UsageError(f"tokenizer {tok.path} is not the one {data_dir} was made with; pass --tokenizer")
+    if as_json:
+        for i in range(start, stop):
+            print(json.dumps(example_json(i, data[i])))
+        return
+    tok = _tokenizer(data, data_dir, tokenizer_dir)
+    if stop == start:
+        console.print(f"the {split} split of {data_dir} has no instances")
     for i in range(start, stop):
-        ex = data[i]
-        if as_json:
-            print(json.dumps({
-                "index": i, "input_ids": ex.input_ids.tolist(), "segment_ids": ex.segment_ids().tolist(),
-                "masked_positions": ex.masked_positions.tolist(), "masked_ids": ex.masked_ids.tolist(),
-                "next_sentence_label": ex.next_sentence_label, "original_ids": ex.original_ids().tolist()}))
-            continue
-        originals = dict(zip(ex.masked_positions.tolist(), ex.masked_ids.tolist()))
-        line = Text(f"#{i} ", style="bold")
-        line.append("random next" if ex.next_sentence_label else "actual next", style="magenta")
-        line.append("\n")
-        for pos, (piece, token_id) in enumerate(zip(tok.pieces(ex.input_ids), ex.input_ids.tolist())):
-            if pos == ex.segment_b_start:
-                line.append("‖ ", style="dim")
-            if pos in originals:
-                orig = tok.pieces([originals[pos]])[0]
-                shown = piece if originals[pos] == token_id else f"{piece}→{orig}"
-                line.append(f"{shown}({orig}) " if originals[pos] == token_id else f"{shown} ", style="bold yellow")
-            else:
-                line.append(f"{piece} ", style="cyan" if pos >= ex.segment_b_start else None)
-        console.print(line)
+        console.print(render(i, data[i], tok))
+
+
+def example_json(index: int, ex: Example) -> dict:
+    return {"index": index, "input_ids": ex.input_ids.tolist(), "segment_ids": ex.segment_ids().tolist(),
+            "masked_positions": ex.masked_positions.tolist(), "masked_ids": ex.masked_ids.tolist(),
+            "next_sentence_label": ex.next_sentence_label, "original_ids": ex.original_ids().tolist()}
+
+
+def _tokenizer(data: PretrainingData, data_dir: Path, tokenizer_dir: Path | None) -> Tokenizer:
+    path = tokenizer_dir or Path(data.manifests[0]["tokenizer"]["path"])
+    if tokenizer_dir is None and not path.is_dir():
+        raise UsageError(f"the tokenizer {data_dir} was made with ({path}) is gone; pass --tokenizer DIR, or --json")
+    tok = Tokenizer.load(path)
+    if tok.sha256 != data.signature["tokenizer_sha256"]:
+        raise UsageError(f"tokenizer {path} is not the one {data_dir} was made with; pass the matching --tokenizer")
+    return tok
+
+
+def render(index: int, ex: Example, tok: Tokenizer) -> Text:
+    """One instance as pieces: segment B in cyan after "‖", a masked position as shown⟨original⟩."""
+    originals = dict(zip(ex.masked_positions.tolist(), ex.masked_ids.tolist()))
+    line = Text(f"#{index} ", style="bold")
+    line.append("random next" if ex.next_sentence_label else "actual next", style="magenta")
+    line.append(f"  {len(ex.input_ids)} tokens, {len(originals)} masked\n", style="dim")
+    for pos, piece in enumerate(tok.pieces(ex.input_ids)):
+        if pos == ex.segment_b_start:
+            line.append("‖ ", style="dim")
+        if pos in originals:
+            line.append(f"{piece}⟨{tok.pieces([originals[pos]])[0]}⟩ ", style="bold yellow")
+        else:
+            line.append(f"{piece} ", style="cyan" if pos >= ex.segment_b_start else None)
+    return line

@@ -59,3 +59,39 @@ def tiny_config(data_dir: Path, out_dir: Path, *extra: str):
     from bertcli.config import load_config
 
     return load_config(None, tiny_overrides(data_dir, out_dir, *extra))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Call `bertcli.cli.main` in-process (fast); return (exit code, stdout, stderr)."""
+    from bertcli.cli import main
+
+    def call(*args) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of a few hundred KB mounted at tmp_path/full (root only), unmounted afterwards."""
+    def mount(size_kb: int) -> Path:
+        target = tmp_path / f"full{size_kb}"
+        target.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(target)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    mounted: list[Path] = []
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

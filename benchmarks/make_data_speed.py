@@ -1,0 +1,140 @@
+"""How fast is `bertcli make-data`, against SentencePiece's own encode speed?
+
+    .venv/bin/python benchmarks/make_data_speed.py [--corpus FILE] [--tokenizer DIR] [--scale 10]
+
+Runs make-data as a subprocess (so its peak RSS is its own) with 1 and 2 workers on the corpus
+and on a `--scale`× concatenation of it written to a temporary directory, and times
+SentencePiece's batched `encode` (one thread) on the same lines. Throughput is raw text bytes
+per second of the run as make-data times it (reading, tokenizing, pairing, masking, writing
+and hashing shards; not the interpreter's start-up, which the wall column includes). With
+`--repeats N` each measurement is the best of N, which is the one least disturbed by other
+processes on a shared machine. Without `--tokenizer`, a 16,000-piece BPE tokenizer is trained
+on the corpus first.
+
+Anchors: Google's create_pretraining_data.py does about 0.32 MB/s on one core; make-data aims
+at a third of pure-encode speed or better at dupe factor 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = Path("/work/shared/corpora/kjv.txt")
+
+
+def train_tokenizer(corpus: Path, out: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "bertcli", "tokenize", str(corpus), "--out", str(out), "--vocab-size", "16000"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def encode_speed(corpus: Path, tokenizer: Path, repeats: int) -> tuple[float, float]:
+    """MB/s of SentencePiece's batched encode on the corpus's sentences, one thread: (wall, CPU).
+
+    Measured in a child process: a child started later inherits this process's peak RSS in its
+    ru_maxrss (Linux counts the forking parent's high-water mark), so this one stays small.
+    """
+    out = subprocess.run([sys.executable, __file__, "--encode-only", str(corpus), str(tokenizer), str(repeats)],
+                         check=True, capture_output=True, text=True)
+    wall, cpu = map(float, out.stdout.split())
+    return wall, cpu
+
+
+def _encode_only(corpus: str, tokenizer: str, repeats: str) -> None:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer) / "spm.model"))
+    with open(corpus, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in (raw.strip() for raw in f) if line]
+    wall = cpu = float("inf")
+    for _ in range(int(repeats)):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        sp.encode(lines, num_threads=1)
+        wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - cpu_start)
+    mb = Path(corpus).stat().st_size / 1e6
+    print(mb / wall, mb / cpu)
+
+
+def run_make_data(corpus: Path, tokenizer: Path, out: Path, workers: int, dupe_factor: int) -> dict:
+    """One make-data run in a child process: its own timing, CPU time and peak RSS."""
+    cmd = [sys.executable, "-m", "bertcli", "make-data", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out),
+           "--workers", str(workers), "--dupe-factor", str(dupe_factor)]
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
+        # wait4 gives this child's own resource use (with its reaped pool workers), not the sum
+        # over every child this script has run, as getrusage(RUSAGE_CHILDREN) would.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            sys.exit(f"make-data failed ({proc.returncode}):\n{log.read().decode(errors='replace')}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    shutil.rmtree(out)
+    return {"seconds": manifest["seconds"], "cpu_seconds": manifest["cpu_seconds"], "wall": wall,
+            "instances": sum(s["instances"] for s in manifest["splits"].values()), "rss_mb": usage.ru_maxrss / 1024}
+
+
+def best_run(corpus, tokenizer, out, workers, dupe_factor, repeats) -> dict:
+    runs = [run_make_data(corpus, tokenizer, out, workers, dupe_factor) for _ in range(repeats)]
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "rss_mb": max(r["rss_mb"] for r in runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--tokenizer", type=Path, help="a bertcli tokenizer directory [default: train one on the corpus]")
+    parser.add_argument("--scale", type=int, default=10, help="the larger corpus is this many copies of --corpus")
+    parser.add_argument("--dupe-factor", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="make-data-speed-") as tmp:
+        tmp = Path(tmp)
+        tokenizer = args.tokenizer or train_tokenizer(args.corpus, tmp / "tokenizer")
+        big = tmp / f"{args.corpus.stem}-x{args.scale}.txt"
+        with open(big, "wb") as f:
+            text = args.corpus.read_bytes()
+            for _ in range(args.scale):
+                f.write(text if text.endswith(b"\n") else text + b"\n")
+                f.write(b"\n")  # a blank line: the copies are separate documents
+        meta = json.loads((tokenizer / "tokenizer.json").read_text())
+        print(f"tokenizer {tokenizer} (vocab {meta['vocab_size']}, {meta['options']['model_type']}), "
+              f"dupe_factor {args.dupe_factor}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        header = (f"{'corpus':<14}{'MB':>6}{'encode MB/s':>13}{'workers':>8}{'MB/s':>7}{'inst/s':>9}{'run s':>7}"
+                  f"{'wall s':>8}{'cpu s':>7}{'MB/cpu-s':>10}{'peak RSS MB':>13}{'vs encode':>11}")
+        print(header)
+        print("-" * len(header))
+        for corpus in (args.corpus, big):
+            mb = corpus.stat().st_size / 1e6
+            encode, encode_cpu = encode_speed(corpus, tokenizer, args.repeats)
+            for workers in args.workers:
+                r = best_run(corpus, tokenizer, tmp / "out", workers, args.dupe_factor, args.repeats)
+                speed = mb / r["seconds"]
+                print(f"{corpus.name[:13]:<14}{mb:>6.1f}{encode:>6.2f} ({encode_cpu:>4.2f}){workers:>8}{speed:>7.2f}"
+                      f"{r['instances'] / r['seconds']:>9,.0f}{r['seconds']:>7.2f}{r['wall']:>8.2f}{r['cpu_seconds']:>7.2f}"
+                      f"{mb / r['cpu_seconds']:>10.2f}{r['rss_mb']:>13.0f}"
+                      f"{speed / encode:>5.2f} ({mb / r['cpu_seconds'] / encode_cpu:.2f})")
+        print("MB/s and inst/s: per second of the run as make-data times it; wall s adds start-up. cpu s: make-data's")
+        print("CPU time, workers included; MB/cpu-s is the one-core speed an idle machine would give. encode MB/s:")
+        print("wall (CPU). vs encode: make-data MB/s over encode MB/s, wall (CPU-based).")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the machine slow every column)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--encode-only"]:
+        _encode_only(*sys.argv[2:5])
+    else:
+        main()
