@@ -349,6 +349,9 @@ def _prepare_out_dir(out_dir: Path, expected: dict, resume: bool, overwrite: boo
         raise UsageError(f"--resume: {out_dir} is already complete (it has {MANIFEST}); nothing to do")
     if resume and (out_dir / PROGRESS).is_file():
         return _load_resume_state(out_dir, expected)
+    if resume and out_dir.is_dir() and _only_leftovers(out_dir):
+        shutil.rmtree(out_dir)  # killed before the first progress record: nothing to keep
+        return {s: SplitState() for s in SPLITS}
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if resume:
             raise UsageError(f"--resume: {out_dir} holds no make-data progress; use --overwrite to start over")
@@ -357,6 +360,17 @@ def _prepare_out_dir(out_dir: Path, expected: dict, resume: bool, overwrite: boo
                              "--overwrite to replace it, or choose another directory")
         shutil.rmtree(out_dir)
     return {s: SplitState() for s in SPLITS}
+
+
+def _only_leftovers(out_dir: Path) -> bool:
+    """True when a directory holds nothing but temporary files (in it or in its split folders)."""
+    for child in out_dir.iterdir():
+        if child.is_dir() and child.name in SPLITS:
+            if any(not c.name.startswith(TMP_PREFIX) for c in child.iterdir()):
+                return False
+        elif not child.name.startswith(TMP_PREFIX):
+            return False
+    return True
 
 
 def _discard(out_dir: Path, existed: bool) -> None:

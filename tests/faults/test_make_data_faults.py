@@ -1,0 +1,172 @@
+"""make-data and the data it writes under faults: kills, Ctrl-C, corruption, a full disk, mismatches."""
+
+import json
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bertcli.errors import DataError, UsageError
+from bertcli.train import pretrain
+from conftest import SAMPLE, tiny_config
+from faultlib import bertcli_process
+
+KJV = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "kjv.txt"
+OPTIONS = ["--max-seq-length", "64", "--dupe-factor", "2", "--window-chars", "150000", "--shard-size", "3000",
+           "--workers", "1", "--validation-fraction", "0.02"]
+
+
+def outputs(d: Path) -> dict:
+    """Every file of a finished data directory (minus its timing), to compare runs byte for byte."""
+    manifest = json.loads((d / "manifest.json").read_text())
+    for key in ("seconds", "cpu_seconds"):
+        manifest.pop(key, None)
+    files = {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*.safetensors"))}
+    return {"manifest": manifest["splits"], **files}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if not KJV.is_file():
+        pytest.skip(f"benchmark corpus {KJV} not present")
+    return KJV
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tokenizer_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "data"
+    start = time.time()
+    proc = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return outputs(out), time.time() - start
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_then_resume_gives_identical_shards(corpus, tokenizer_dir, tmp_path, reference, seed):
+    expected, seconds = reference
+    out = tmp_path / "data"
+    proc = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS])
+    time.sleep(random.Random(seed).uniform(0.3, max(0.6, seconds * 0.9)))
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (out / "manifest.json").exists() or proc.returncode == 0
+    if not (out / "manifest.json").exists():
+        resumed = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS, "--resume"])
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+    assert outputs(out) == expected
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_ctrl_c_keeps_finished_shards_and_exits_130(corpus, tokenizer_dir, tmp_path, reference):
+    expected, seconds = reference
+    out = tmp_path / "data"
+    proc = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS])
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "train").glob("shard-*")) if (out / "train").exists() else time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("make-data finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    assert not (out / "manifest.json").exists() and not list(out.rglob(".tmp-*"))
+    resumed = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS, "--resume"])
+    assert resumed.communicate(timeout=300)[0] is not None and resumed.returncode == 0
+    assert outputs(out) == expected
+
+
+def test_ctrl_c_in_tokenize_leaves_nothing(corpus, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(corpus.read_bytes() * 4)  # unigram training on this takes several seconds
+    out = tmp_path / "tok"
+    proc = bertcli_process(["tokenize", big, "--out", out, "--vocab-size", "16000", "--model-type", "unigram"])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("tokenize finished before the signal arrived")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_disk_full_while_writing_shards(tokenizer_dir, small_fs):
+    fs = small_fs(256)
+    out = fs / "data"
+    proc = bertcli_process(["make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1",
+                            "--shard-size", "500"])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "space" in err.lower()
+    assert not (out / "manifest.json").exists()
+    assert not list(fs.rglob(".tmp-*"))  # no partial shard that a later run could take for a good one
+
+
+def corrupt_copy(data_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def test_truncated_shard_is_refused_before_training(data_dir, tmp_path):
+    data = corrupt_copy(data_dir, tmp_path)
+    shard = next((data / "train").glob("shard-*"))
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(DataError, match=shard.name):
+        pretrain(tiny_config(data, tmp_path / "run"), show_progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("edit", ["instances", "sha256", "format_version", "garbage"])
+def test_manifest_edited_by_hand_is_refused(data_dir, tmp_path, edit):
+    data = corrupt_copy(data_dir, tmp_path)
+    path = data / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if edit == "instances":
+        manifest["splits"]["train"]["shards"][0]["instances"] += 1
+    elif edit == "sha256":
+        manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64
+    elif edit == "format_version":
+        manifest["format_version"] = 99
+    path.write_text(json.dumps(manifest) if edit != "garbage" else "{ not json")
+    with pytest.raises((DataError, UsageError)) as e:
+        pretrain(tiny_config(data, tmp_path / "run"), show_progress=False)
+    assert "manifest" in str(e.value) or "shard" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_mismatches_between_tokenizer_data_and_checkpoint(data_dir, tokenizer_dir, tmp_path, cli):
+    from bertcli.corpus import Corpus
+    from bertcli.make_data import MakeDataOptions, make_data
+    from bertcli.tokenizer import TrainOptions, train
+
+    other_tok = tmp_path / "tok"
+    train(Corpus([SAMPLE]), other_tok, TrainOptions(vocab_size=1800, threads=1))
+    other_data = tmp_path / "other"
+    make_data([SAMPLE], other_tok, other_data, MakeDataOptions(max_seq_length=64, dupe_factor=1, workers=1,
+                                                                validation_fraction=0.05), show_progress=False)
+    # pretrain reading two data directories made with different tokenizers
+    with pytest.raises(UsageError, match="tokenizer"):
+        pretrain(tiny_config(data_dir, tmp_path / "mixed", f"data.dir=[{data_dir}, {other_data}]"), show_progress=False)
+    # resume a run on data from another tokenizer
+    run = tmp_path / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=2"), show_progress=False)
+    with pytest.raises(UsageError):
+        pretrain(tiny_config(other_data, run, "train.max_steps=4"), resume="auto", show_progress=False)
+    # show-data decoding with the wrong tokenizer, make-data --resume with another tokenizer
+    code, _, err = cli("show-data", data_dir, "--tokenizer", other_tok)
+    assert code == 2 and "tokenizer" in err
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "progress.json").write_text(json.dumps({"tokenizer_sha256": "x", "options": {}, "inputs": [], "splits": {}}))
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", partial, "--resume")
+    assert code == 2 and "different" in err
+    # max_seq_length beyond the model's positions
+    with pytest.raises(UsageError, match="max_position_embeddings"):
+        pretrain(tiny_config(data_dir, tmp_path / "r2", "model.max_position_embeddings=16"), show_progress=False)
