@@ -12,15 +12,23 @@ import bz2
 import glob
 import gzip
 import lzma
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from bertcli.errors import DataError, UsageError
 
-COMPRESSED = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+# Each opener wraps an already open binary file. GzipFile takes it by keyword: its first
+# positional parameter is a file *name*.
+COMPRESSED = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": lambda raw: bz2.BZ2File(raw, mode="rb"),
+    ".xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),
+}
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.xz")
 GLOB_CHARS = set("*?[")
+UTF8_BOM = "\ufeff"
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -33,12 +41,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+            found = _text_files(path)
             if not found:
                 raise UsageError(f"input directory {item} holds no *.txt files (compressed .gz/.bz2/.xz allowed)")
             files.extend(found)
         elif GLOB_CHARS & set(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            # A pattern may name directories too (`corpora/*`); they expand as a directory does.
+            found = []
+            for match in sorted(Path(p) for p in glob.glob(item, recursive=True)):
+                found.extend(_text_files(match) if match.is_dir() else [match] if match.is_file() else [])
             if not found:
                 raise UsageError(f"input pattern {item} matches no file; check the pattern and quote it")
             files.extend(found)
@@ -50,10 +61,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(unique)
 
 
+def _text_files(directory: Path) -> list[Path]:
+    """The text files under a directory, recursively, in a stable order."""
+    return sorted(p for p in directory.rglob("*") if p.name.lower().endswith(TEXT_SUFFIXES) and p.is_file())
+
+
 def open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """Return (decoded stream, raw file); the raw file's position measures progress."""
     raw = open(path, "rb")
-    opener = COMPRESSED.get(path.suffix)
+    opener = COMPRESSED.get(path.suffix.lower())
     return (opener(raw) if opener else raw), raw
 
 
@@ -85,6 +101,11 @@ class Corpus:
 
     def lines(self) -> Iterator[str]:
         """Stripped lines; an empty string closes a document, and every file ends one."""
+        # The stats describe this pass; a second pass must not count bad lines twice. Reset in
+        # place: a progress display may hold the object.
+        stats = self.stats
+        stats.bytes_done = stats.lines = stats.invalid_utf8_lines = 0
+        stats.first_invalid = None
         done_before = 0
         for path in self.files:
             try:
@@ -99,10 +120,14 @@ class Corpus:
                             text = data.decode("utf-8")
                         except UnicodeDecodeError:
                             text = self._invalid(path, lineno, data)
+                        if lineno == 1 and text.startswith(UTF8_BOM):
+                            # Editors on Windows start files with a byte-order mark; it is not text
+                            # and str.strip() keeps it.
+                            text = text[1:]
                         if lineno & 1023 == 0:
                             self.stats.bytes_done = done_before + raw.tell()
                         yield text.strip()
-                except (OSError, EOFError, lzma.LZMAError) as e:
+                except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # zlib.error: corrupt gzip data
                     raise DataError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt") from None
             done_before += path.stat().st_size
             self.stats.bytes_done = done_before
@@ -119,7 +144,7 @@ class Corpus:
 
     def sentences(self) -> Iterator[str]:
         """Non-empty lines only (what tokenizer training sees)."""
-        return (line for line in self.lines() if line)
+        return filter(None, self.lines())  # C-level filtering: no Python call per line
 
     def documents(self) -> Iterator[list[str]]:
         """Lists of sentences; runs of blank lines never make empty documents."""

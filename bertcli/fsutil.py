@@ -82,7 +82,11 @@ def prepare_out_dir(path: Path, overwrite: bool, what: str) -> None:
         raise UsageError(f"--out {path} is a file; give a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UsageError(f"--out {path} is not empty; pass --overwrite to replace it or choose another directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise UsageError(f"--out {path}: cannot create {path.parent} ({why}); choose another directory") from None
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -90,7 +94,11 @@ def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         old = final.with_name(f"{TMP_PREFIX}old-{final.name}.{os.getpid()}")
         os.replace(final, old)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(old, final)  # put the old output back rather than leave nothing
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)

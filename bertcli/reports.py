@@ -68,3 +68,34 @@ def print_pretrain_summary(summary: dict) -> None:
                   f"{summary['elapsed']:.0f} s; run in {summary['run_dir']}")
     if summary.get("eval"):
         print_eval_table({**summary["eval"], "global_step": summary["step"]}, "validation")
+
+
+def print_export_summary(summary: dict) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold]exported[/bold] {escape(summary['checkpoint'])} (step {summary['step']:,}, "
+                  f"{summary['parameters']:,} parameters, {summary['dtype']}, vocab {summary['vocab_size']:,}) to "
+                  f"{escape(summary['out'])} ({summary['bytes'] / 1e6:.1f} MB); load it with transformers' "
+                  f"AutoModelForPreTraining / AutoModelForMaskedLM and AutoTokenizer .from_pretrained")
+
+
+def print_predictions(results: list[dict]) -> None:
+    """One table per text: each [MASK]'s top tokens with probabilities, then P(is next)."""
+    from rich.markup import escape
+
+    for n, result in enumerate(results, 1):
+        # user text and pieces such as "[SEP]" would read as rich markup: escape them
+        title = escape(f"{n}. {result['text']}" + (f"  ‖  {result['next']}" if result["next"] is not None else ""))
+        table = Table(title=title, title_justify="left", caption=escape(f"→ {result['filled']}"), caption_justify="left")
+        table.add_column(escape("[MASK]"), justify="right")
+        k = max((len(m["predictions"]) for m in result["masks"]), default=0)
+        for rank in range(k):
+            table.add_column(f"#{rank + 1}")
+        for slot, mask in enumerate(result["masks"], 1):
+            table.add_row(str(slot), *(f"{escape(p['token'])} [dim]{p['probability']:.3f}[/dim]" for p in mask["predictions"]))
+        if result["masks"]:
+            console.print(table)
+        else:
+            console.print(f"[bold]{title}[/bold]")
+        if "is_next_probability" in result:
+            console.print(f"P(is next) = {result['is_next_probability']:.3f}")

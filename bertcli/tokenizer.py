@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import random
 import re
@@ -18,13 +19,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 import sentencepiece as spm
 
-from bertcli.errors import UsageError
+from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, read_json, replace_dir, write_bytes_atomic, write_json_atomic
+
+if TYPE_CHECKING:  # numpy costs ~40 ms to import; `bertcli tokenize` never needs it
+    import numpy as np
 
 FORMAT = "bertcli-tokenizer"
 FORMAT_VERSION = 1
@@ -36,6 +39,12 @@ SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]"
 SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 NUM_SPECIAL = len(SPECIAL_IDS)
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
+# SentencePiece's trainer drops longer lines (in bytes) without a word; we pass the limit
+# explicitly and leave such lines out ourselves, so that they can be counted and reported.
+MAX_SENTENCE_BYTES = 4192
+MAX_VOCAB_SIZE = 2**31 - 1  # SentencePiece ids are int32
+MAX_THREADS = 1024  # SentencePiece's own bound
+MIN_CHARACTER_COVERAGE = 0.98  # SentencePiece refuses lower values
 
 
 @dataclass
@@ -50,14 +59,23 @@ class TrainOptions:
     seed: int = 12345
 
     def validate(self) -> None:
+        """Check every option against what SentencePiece accepts, before any reading."""
         if self.model_type not in ("unigram", "bpe"):
             raise UsageError(f"--model-type {self.model_type!r} is not one of unigram, bpe")
         if self.vocab_size <= NUM_SPECIAL:
-            raise UsageError(f"--vocab-size {self.vocab_size} leaves no room beside the {NUM_SPECIAL} special tokens; use at least 100")
-        if not 0.0 < self.character_coverage <= 1.0:
-            raise UsageError(f"--character-coverage {self.character_coverage} must be in (0, 1]")
+            raise UsageError(f"--vocab-size {self.vocab_size} leaves no room beside the {NUM_SPECIAL} special tokens "
+                             f"and the corpus's characters; BERT uses 30522")
+        if self.vocab_size > MAX_VOCAB_SIZE:
+            raise UsageError(f"--vocab-size {self.vocab_size} is above SentencePiece's limit of {MAX_VOCAB_SIZE}; BERT uses 30522")
+        if not MIN_CHARACTER_COVERAGE <= self.character_coverage <= 1.0:
+            raise UsageError(f"--character-coverage {self.character_coverage} must be between "
+                             f"{MIN_CHARACTER_COVERAGE} and 1 (SentencePiece's range)")
         if self.input_sentence_size < 1:
-            raise UsageError("--input-sentence-size must be at least 1")
+            raise UsageError(f"--input-sentence-size {self.input_sentence_size} must be at least 1")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads {self.threads} must be between 0 (all cores) and {MAX_THREADS}")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be between 0 and {2**32 - 1}")
 
     @property
     def resolved_threads(self) -> int:
@@ -72,7 +90,7 @@ class TrainReport:
     seconds: float
     samples: list[tuple[str, list[str]]]
     pieces_per_word: float
-    invalid_utf8: str | None
+    warnings: list[str]  # what the user should know although the run succeeded
 
 
 def sample_sentences(sentences: Iterable[str], size: int, seed: int) -> tuple[list[str], int]:
@@ -82,16 +100,25 @@ def sample_sentences(sentences: Iterable[str], size: int, seed: int) -> tuple[li
     sample. Returns the sample and how many sentences were seen.
     """
     rng = random.Random(seed)
-    sample: list[str] = []
-    seen = 0
-    for seen, sentence in enumerate(sentences, 1):
-        if len(sample) < size:
-            sample.append(sentence)
-        else:
-            j = rng.randrange(seen)
-            if j < size:
-                sample[j] = sentence
+    remaining = iter(sentences)
+    sample = list(itertools.islice(remaining, size))  # filling the reservoir needs no random draws
+    seen = len(sample)
+    for seen, sentence in enumerate(remaining, seen + 1):
+        j = rng.randrange(seen)  # keep the seen-th sentence with probability size / seen
+        if j < size:
+            sample[j] = sentence
     return sample, seen
+
+
+def drop_long_sentences(sentences: list[str], limit: int = MAX_SENTENCE_BYTES) -> list[str]:
+    """The sentences of at most `limit` UTF-8 bytes, the ones SentencePiece will train on.
+
+    Applied to the sample rather than to the stream, where a per-line Python call costs more
+    than the rest of the reading.
+    """
+    # A character is at most 4 UTF-8 bytes, so only long strings need encoding to be measured.
+    short = limit // 4
+    return [s for s in sentences if len(s) <= short or len(s.encode("utf-8")) <= limit]
 
 
 def trainer_kwargs(options: TrainOptions) -> dict:
@@ -106,6 +133,7 @@ def trainer_kwargs(options: TrainOptions) -> dict:
         unk_id=SPECIAL_IDS["unk"], unk_piece=SPECIAL_TOKENS["unk"],
         bos_id=-1, eos_id=-1,
         control_symbols=[SPECIAL_TOKENS[k] for k in ("cls", "sep", "mask")],
+        max_sentence_length=MAX_SENTENCE_BYTES,
         num_threads=options.resolved_threads,
         minloglevel=2,
     )
@@ -120,7 +148,10 @@ def _explain_trainer_error(err: RuntimeError, vocab_size: int) -> UsageError:
     if m := re.search(r"smaller than required_chars\. \d+ vs (\d+)", text):
         return UsageError(f"--vocab-size {vocab_size} is below the {m.group(1)} characters and special "
                           f"tokens this corpus needs; use at least {m.group(1)} or lower --character-coverage")
-    return UsageError(f"SentencePiece could not train: {text.splitlines()[-1] if text else err!r}")
+    if "all_chars_count" in text or "sentences_.empty()" in text:
+        return UsageError("the corpus has no characters to learn from once normalised (only control or "
+                          "whitespace characters); give a text corpus")
+    return UsageError(f"SentencePiece could not train: {' '.join(text.split()) or repr(err)}")
 
 
 def train_model(sentences: list[str], options: TrainOptions) -> bytes:
@@ -135,24 +166,49 @@ def train_model(sentences: list[str], options: TrainOptions) -> bytes:
     return model.getvalue()
 
 
+def _refuse_out_dir_holding_inputs(out_dir: Path, files: list[Path]) -> None:
+    """Replacing --out deletes what is in it: never let that be the corpus."""
+    out = out_dir.resolve()
+    for f in files:
+        if out in Path(f).resolve().parents:
+            raise UsageError(f"--out {out_dir} holds the input {f}; writing the tokenizer there would delete it, "
+                             f"choose another directory")
+
+
 def train(corpus, out_dir: Path, options: TrainOptions, overwrite: bool = False) -> TrainReport:
     """Sample the corpus, train, and write a tokenizer directory atomically."""
     options.validate()
     out_dir = Path(out_dir)
+    _refuse_out_dir_holding_inputs(out_dir, corpus.files)
     prepare_out_dir(out_dir, overwrite, "tokenizer")
-    start = time.perf_counter()
-    sample, seen = sample_sentences(corpus.sentences(), options.input_sentence_size, options.seed)
-    if not sample:
-        raise UsageError(f"the corpus ({', '.join(map(str, corpus.files[:3]))}) has no non-empty lines; give a text corpus")
-    model = train_model(sample, options)
-    seconds = time.perf_counter() - start
-
-    tmp = out_dir.with_name(f"{TMP_PREFIX}{out_dir.name}.{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
+    # Made before training, so that an unwritable --out fails now rather than after the work.
+    final = out_dir.resolve()  # `--out .` has no name to put the temporary directory beside
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
     try:
+        tmp.mkdir(exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out_dir}: cannot write in {final.parent} ({e.strerror}); choose another directory") from None
+    try:
+        start = time.perf_counter()
+        sample, seen = sample_sentences(corpus.sentences(), options.input_sentence_size, options.seed)
+        sampled = len(sample)
+        sample = drop_long_sentences(sample)
+        too_long = sampled - len(sample)
+        if not sample:
+            names = ", ".join(map(str, corpus.files[:3])) + (", …" if len(corpus.files) > 3 else "")
+            if too_long:
+                raise UsageError(f"all {sampled} sampled line(s) of the corpus ({names}) are longer than "
+                                 f"{MAX_SENTENCE_BYTES} bytes, SentencePiece's limit; put one sentence per line")
+            raise UsageError(f"the corpus ({names}) has no non-empty lines; give a text corpus")
+        model = train_model(sample, options)
+        seconds = time.perf_counter() - start
+
         write_bytes_atomic(tmp / MODEL_FILE, model)
         tok = Tokenizer(model, meta={})
-        vocab_lines = "".join(f"{tok.sp.id_to_piece(i)}\t{tok.sp.get_score(i):g}\n" for i in range(tok.vocab_size))
+        ids = list(range(tok.vocab_size))
+        # `+ 0.0` turns BPE's first score, -0.0, into 0 so that vocab.txt does not say "-0"
+        vocab_lines = "".join(f"{piece}\t{score + 0.0:g}\n"
+                              for piece, score in zip(tok.sp.id_to_piece(ids), tok.sp.get_score(ids)))
         write_bytes_atomic(tmp / VOCAB_FILE, vocab_lines.encode())
         meta = {
             "format": FORMAT,
@@ -164,20 +220,28 @@ def train(corpus, out_dir: Path, options: TrainOptions, overwrite: bool = False)
             "options": asdict(options) | {"threads": options.resolved_threads},
             "sentences_seen": seen,
             "sentences_sampled": len(sample),
+            "sentences_too_long": too_long,
         }
         write_json_atomic(tmp / META_FILE, meta)
-        replace_dir(tmp, out_dir)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+    # Two hundred sentences (some thousands of words) estimate pieces per word to about a percent;
+    # more only slows the summary down.
     rng = random.Random(options.seed)
-    probe = rng.sample(sample, min(len(sample), 1000))
+    probe = rng.sample(sample, min(len(sample), 200))
     words = sum(len(s.split()) for s in probe)
-    pieces = sum(len(p) for p in tok.encode(probe))
+    pieces = sum(len(p) for p in tok.encode(probe, threads=options.resolved_threads))
     shown = [(s, tok.sp.encode(s, out_type=str)) for s in probe[:3]]
-    return TrainReport(tok.vocab_size, seen, len(sample), seconds, shown, pieces / max(words, 1),
-                       corpus.stats.invalid_utf8_message())
+    warnings = []
+    if invalid := corpus.stats.invalid_utf8_message():
+        warnings.append(invalid)
+    if too_long:
+        warnings.append(f"{too_long} sampled line(s) longer than {MAX_SENTENCE_BYTES} bytes were left out of "
+                        f"training (SentencePiece's limit); put one sentence per line to use them")
+    return TrainReport(tok.vocab_size, seen, len(sample), seconds, shown, pieces / max(words, 1), warnings)
 
 
 class Tokenizer:
@@ -224,11 +288,18 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode(ids)
 
+    def normalize(self, text: str) -> str:
+        """The text as the tokenizer sees it (NFKC, runs of spaces collapsed, case-folded if trained
+        --lowercase): what decode(encode(text)) gives back when no piece is [UNK]."""
+        return self.sp.normalize(text).replace(WORD_START, " ").removeprefix(" ")
+
     def pieces(self, ids) -> list[str]:
         return [self.sp.id_to_piece(int(i)) for i in ids]
 
     def word_starts(self) -> np.ndarray:
         """bool per id: True where the piece begins a word (whole-word masking groups on this)."""
-        starts = np.array([self.sp.id_to_piece(i).startswith(WORD_START) for i in range(self.vocab_size)])
+        import numpy as np
+
+        starts = np.array([piece.startswith(WORD_START) for piece in self.sp.id_to_piece(list(range(self.vocab_size)))])
         starts[:NUM_SPECIAL] = True
         return starts
