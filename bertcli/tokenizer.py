@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import multiprocessing as mp
 import os
 import random
 import re
@@ -154,16 +155,55 @@ def _explain_trainer_error(err: RuntimeError, vocab_size: int) -> UsageError:
     return UsageError(f"SentencePiece could not train: {' '.join(text.split()) or repr(err)}")
 
 
-def train_model(sentences: list[str], options: TrainOptions) -> bytes:
-    """Train on an in-memory sample and return the serialized model."""
+def _train_in_process(sentences: list[str], options: TrainOptions) -> bytes:
     spm.set_random_generator_seed(options.seed)
     model = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model,
-                                       input_sentence_size=0, **trainer_kwargs(options))
-    except RuntimeError as e:
-        raise _explain_trainer_error(e, options.vocab_size) from None
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model,
+                                   input_sentence_size=0, **trainer_kwargs(options))
     return model.getvalue()
+
+
+def _train_child(conn, sentences: list[str], options: TrainOptions) -> None:
+    try:
+        conn.send(("ok", _train_in_process(sentences, options)))
+    except RuntimeError as e:
+        conn.send(("error", str(e)))
+    finally:
+        conn.close()
+
+
+def train_model(sentences: list[str], options: TrainOptions) -> bytes:
+    """Train on an in-memory sample and return the serialized model.
+
+    SentencePiece's trainer is C++ that never returns to Python until it is done, so Ctrl-C
+    would wait for the end of training. Where processes can fork, it runs in a child (which
+    inherits the sample without copying) while this process waits, ready to stop it.
+    """
+    if "fork" not in mp.get_all_start_methods():
+        try:
+            return _train_in_process(sentences, options)
+        except RuntimeError as e:
+            raise _explain_trainer_error(e, options.vocab_size) from None
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_train_child, args=(send, sentences, options), daemon=True)
+    child.start()
+    send.close()
+    try:
+        while not receive.poll(0.1):
+            if not child.is_alive() and not receive.poll(0):
+                raise DataError(f"SentencePiece training died (exit code {child.exitcode}); "
+                                "it may have run out of memory: lower --input-sentence-size")
+        status, payload = receive.recv()
+    except BaseException:
+        child.kill()
+        raise
+    finally:
+        child.join(timeout=5)
+        receive.close()
+    if status == "error":
+        raise _explain_trainer_error(RuntimeError(payload), options.vocab_size)
+    return payload
 
 
 def _refuse_out_dir_holding_inputs(out_dir: Path, files: list[Path]) -> None:
