@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -155,17 +156,17 @@ def _explain_trainer_error(err: RuntimeError, vocab_size: int) -> UsageError:
     return UsageError(f"SentencePiece could not train: {' '.join(text.split()) or repr(err)}")
 
 
-def _train_in_process(sentences: list[str], options: TrainOptions) -> bytes:
-    spm.set_random_generator_seed(options.seed)
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model,
-                                   input_sentence_size=0, **trainer_kwargs(options))
-    return model.getvalue()
-
-
-def _train_child(conn, sentences: list[str], options: TrainOptions) -> None:
+def _train_from_file(conn, sample_path: str, options: TrainOptions) -> None:
+    """In a fresh child process: train on the sample file, send back the model or the error."""
     try:
-        conn.send(("ok", _train_in_process(sentences, options)))
+        with open(sample_path, encoding="utf-8") as f:
+            sentences = f.read().split("\n")[:-1]
+        # An iterator, not input=path: the model records its input path, and must not differ by it.
+        spm.set_random_generator_seed(options.seed)
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model,
+                                       input_sentence_size=0, **trainer_kwargs(options))
+        conn.send(("ok", model.getvalue()))
     except RuntimeError as e:
         conn.send(("error", str(e)))
     finally:
@@ -175,32 +176,34 @@ def _train_child(conn, sentences: list[str], options: TrainOptions) -> None:
 def train_model(sentences: list[str], options: TrainOptions) -> bytes:
     """Train on an in-memory sample and return the serialized model.
 
-    SentencePiece's trainer is C++ that never returns to Python until it is done, so Ctrl-C
-    would wait for the end of training. Where processes can fork, it runs in a child (which
-    inherits the sample without copying) while this process waits, ready to stop it.
+    SentencePiece's trainer is C++ that does not return to Python until it is done, so Ctrl-C
+    would wait for the end of training. It therefore runs in a child process, fed the sample
+    through a temporary file, while this process waits, ready to stop it. The child is spawned,
+    not forked: forking a process whose SentencePiece or OpenMP threads already ran can deadlock.
     """
-    if "fork" not in mp.get_all_start_methods():
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bertcli-spm-") as tmp:
+        sample_path = os.path.join(tmp, "sample.txt")
+        with open(sample_path, "w", encoding="utf-8") as f:
+            for sentence in sentences:
+                f.write(sentence)
+                f.write("\n")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_train_from_file, args=(send, sample_path, options), daemon=True)
+        child.start()
+        send.close()
         try:
-            return _train_in_process(sentences, options)
-        except RuntimeError as e:
-            raise _explain_trainer_error(e, options.vocab_size) from None
-    ctx = mp.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_train_child, args=(send, sentences, options), daemon=True)
-    child.start()
-    send.close()
-    try:
-        while not receive.poll(0.1):
-            if not child.is_alive() and not receive.poll(0):
-                raise DataError(f"SentencePiece training died (exit code {child.exitcode}); "
-                                "it may have run out of memory: lower --input-sentence-size")
-        status, payload = receive.recv()
-    except BaseException:
-        child.kill()
-        raise
-    finally:
-        child.join(timeout=5)
-        receive.close()
+            while not receive.poll(0.1):
+                if not child.is_alive() and not receive.poll(0):
+                    raise DataError(f"SentencePiece training died (exit code {child.exitcode}); "
+                                    "it may have run out of memory: lower --input-sentence-size")
+            status, payload = receive.recv()
+        except BaseException:
+            child.kill()
+            raise
+        finally:
+            child.join(timeout=10)
+            receive.close()
     if status == "error":
         raise _explain_trainer_error(RuntimeError(payload), options.vocab_size)
     return payload
