@@ -19,8 +19,7 @@ from bertcli.errors import BertcliError
 
 app = typer.Typer(
     name="bertcli",
-    help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → "
-         "[bold]pretrain[/bold] → [bold]eval[/bold].",
+    help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → [bold]pretrain[/bold] → [bold]eval[/bold]; then [bold]export[/bold] to Hugging Face or try it with [bold]predict[/bold].",
     no_args_is_help=True,
     rich_markup_mode="rich",
     add_completion=False,
@@ -80,7 +79,7 @@ def make_data_command(
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
     max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and both [SEP] included.", rich_help_panel=DATA_PANEL),
-    max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most [default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google].", rich_help_panel=DATA_PANEL, show_default=False),
+    max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
     masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask.", rich_help_panel=DATA_PANEL),
     short_seq_prob: float = typer.Option(0.1, help="Probability of a shorter target length for a document pass.", rich_help_panel=DATA_PANEL),
     dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
@@ -114,7 +113,7 @@ def show_data_command(
     start: int = typer.Option(0, help="Index of the first instance to show."),
     count: int = typer.Option(5, help="How many instances to show."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per instance on stdout."),
-    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with [default: the one in the manifest]."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one in the manifest)."),
 ) -> None:
     """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
     from bertcli.show_data import show_data
@@ -168,6 +167,56 @@ def eval_command(
     print_eval_table(metrics, split)
     if json_out:
         typer.echo(json.dumps(metrics))
+
+
+@app.command(no_args_is_help=True)
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the Hugging Face model to."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    dtype: str = typer.Option("float32", help="Weights as float32 or bfloat16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+) -> None:
+    """Write a Hugging Face model directory (config.json, model.safetensors, tokenizer.json) for transformers.
+
+    It loads offline with AutoModelForPreTraining, AutoModelForMaskedLM, AutoModelForSequenceClassification
+    and AutoTokenizer .from_pretrained(DIR); `train.init_from` reads it back.
+    """
+    from bertcli.export import export as run_export
+    from bertcli.reports import print_export_summary
+
+    print_export_summary(run_export(checkpoint, out, tokenizer, dtype, overwrite))
+
+
+@app.command(no_args_is_help=True)
+def predict(
+    texts: Optional[List[str]] = typer.Argument(None, metavar="TEXT...", show_default=False,
+                                                help='Text with [MASK] where a token should be predicted, e.g. "The cat sat on the [MASK]."'),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
+    next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
+    top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per text on stdout instead of tables."),
+) -> None:
+    """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the next-sentence head.
+
+    As in Hugging Face tokenizers, [MASK] (and [SEP], [CLS]) written in the text are those tokens.
+    """
+    import json
+
+    from bertcli.predict import predict as run_predict, read_queries
+    from bertcli.reports import print_predictions
+    from bertcli.runtime import resolve_device
+
+    queries = read_queries(texts or [], next_, file)
+    results = run_predict(checkpoint, queries, top_k, tokenizer, resolve_device(device))
+    if json_out:
+        for result in results:
+            typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        print_predictions(results)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,168 @@
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from bertcli.checkpoint import list_checkpoints
+from bertcli.evaluate import load_model
+from bertcli.predict import TextEncoder
+from bertcli.tokenizer import Tokenizer
+from bertcli.train import pretrain
+from conftest import run_cli, tiny_config
+
+MASK, CLS, SEP = 4, 2, 3
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("predictrun") / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_dir):
+    return Tokenizer.load(tokenizer_dir)
+
+
+def reference(run_dir, ids, segment_b_start=None):
+    """Probabilities at every position (full-sequence MLM head) and P(is next), one unpadded example."""
+    model, _, _ = load_model(run_dir, torch.device("cpu"))
+    input_ids = torch.tensor([ids])
+    types = torch.zeros_like(input_ids)
+    if segment_b_start is not None:
+        types[0, segment_b_start:] = 1
+    with torch.no_grad():
+        h, pooled = model.bert(input_ids, types, torch.ones_like(input_ids))
+        probs = model.cls.predictions(h[0], model.bert.embeddings.word_embeddings.weight).softmax(-1)  # (T, V)
+        is_next = model.cls.seq_relationship(pooled)[0].softmax(-1)[0]
+    return probs, float(is_next)
+
+
+# --- encoding: the special tokens written in text are those tokens, as in the exported tokenizer --
+
+@pytest.mark.parametrize("text", ["The cat sat on the mat.", "  leading and trailing  ", "multiple   spaces\tand tabs",
+                                  "naïve café ｆｕｌｌ", "[mask] and [MASK without a bracket", ""])
+def test_text_without_special_tokens_encodes_as_bertcli_does(tok, text):
+    assert TextEncoder(tok).encode(text) == tok.encode([text])[0]
+
+
+def test_special_tokens_in_text_become_their_ids(tok):
+    enc = TextEncoder(tok)
+    sp = tok.sp
+    assert enc.encode("the [MASK] sat") == sp.encode("the") + [MASK] + sp.encode("sat")
+    assert enc.encode("one [SEP] two") == sp.encode("one") + [SEP] + sp.encode("two")
+    assert enc.encode("[MASK][MASK]") == [MASK, MASK]
+    assert enc.encode("  [MASK]  ") == [MASK]
+
+
+def test_text_right_after_a_mask_continues_the_word(tok):
+    """No `▁` word prefix after [MASK] unless a space follows it, as in the training data."""
+    enc = TextEncoder(tok)
+    assert tok.pieces(enc.encode("said [MASK].")) == tok.pieces(tok.sp.encode("said")) + ["[MASK]", "."]
+    assert tok.pieces(enc.encode("[MASK]ing")) == ["[MASK]", "ing"]
+    assert tok.pieces(enc.encode("[MASK] the")) == ["[MASK]", "▁the"]
+    assert tok.pieces(enc.encode("the[MASK]")) == ["▁the", "[MASK]"]
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+def test_json_output_has_top_k_sorted_probabilities_per_mask(cli, run_dir, tok):
+    code, out, err = cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "3", "--device", "cpu",
+                         "The [MASK] sat on the [MASK].", "I went [MASK]")
+    assert code == 0, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in results] == ["The [MASK] sat on the [MASK].", "I went [MASK]"]
+    assert [len(r["masks"]) for r in results] == [2, 1]
+    for r in results:
+        assert r["next"] is None and "is_next_probability" not in r
+        assert isinstance(r["filled"], str) and "[MASK]" not in r["filled"]
+        for mask in r["masks"]:
+            probs = [p["probability"] for p in mask["predictions"]]
+            assert len(probs) == 3
+            assert probs == sorted(probs, reverse=True)
+            assert all(0 < p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
+            assert [p["token"] for p in mask["predictions"]] == tok.pieces([p["id"] for p in mask["predictions"]])
+
+
+def test_probabilities_equal_the_full_sequence_head(cli, run_dir, tok):
+    text = "It was a [MASK] day, and [MASK] went home."
+    code, out, _ = cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "4", "--device", "cpu", text)
+    assert code == 0
+    result = json.loads(out)
+    ids = [CLS, *TextEncoder(tok).encode(text), SEP]
+    probs, _ = reference(run_dir, ids)
+    for mask, position in zip(result["masks"], [p for p, i in enumerate(ids) if i == MASK]):
+        assert mask["position"] == position
+        top_p, top_ids = probs[position].topk(4)
+        assert [p["id"] for p in mask["predictions"]] == top_ids.tolist()
+        assert [p["probability"] for p in mask["predictions"]] == pytest.approx(top_p.tolist(), abs=1e-6)
+
+
+def test_next_sentence_probability(cli, run_dir, tok):
+    first, second = "He opened the [MASK].", "It was raining outside."
+    code, out, _ = cli("predict", "--checkpoint", run_dir, "--json", "--device", "cpu", first, "No mask here.",
+                       "--next", second)
+    assert code == 0
+    with_mask, without_mask = (json.loads(line) for line in out.splitlines())
+    assert with_mask["next"] == second and without_mask["masks"] == []  # NSP alone needs no [MASK]
+    enc = TextEncoder(tok)
+    a = [CLS, *enc.encode(first), SEP]
+    _, expected = reference(run_dir, a + enc.encode(second) + [SEP], segment_b_start=len(a))
+    assert with_mask["is_next_probability"] == pytest.approx(expected, abs=1e-6)
+    assert 0 <= without_mask["is_next_probability"] <= 1
+
+
+def test_file_input_with_tab_separated_second_sentences(cli, run_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The [MASK] was cold.\tSo he made a fire.\n\nA [MASK] for one.\n", encoding="utf-8")
+    code, out, _ = cli("predict", "--checkpoint", run_dir, "--json", "--file", texts, "--device", "cpu", "First [MASK].")
+    assert code == 0
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [(r["text"], r["next"]) for r in results] == [
+        ("First [MASK].", None), ("The [MASK] was cold.", "So he made a fire."), ("A [MASK] for one.", None)]
+    assert "is_next_probability" in results[1] and "is_next_probability" not in results[2]
+
+
+def test_table_goes_to_stderr(cli, run_dir):
+    code, out, err = cli("predict", "--checkpoint", run_dir, "--device", "cpu", "The [MASK] sat.", "--next", "It slept.")
+    assert code == 0
+    assert out == ""
+    assert "The [MASK] sat." in err and "P(is next) =" in err and "#5" in err
+
+
+def test_tokenizer_found_through_the_run_or_given(cli, run_dir, tokenizer_dir, tmp_path):
+    """A checkpoint whose data directory moved needs --tokenizer, and says so."""
+    moved = tmp_path / "step"
+    shutil.copytree(list_checkpoints(run_dir)[-1], moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["data"]["dir"] = str(tmp_path / "gone")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--device", "cpu")
+    assert code == 2 and "--tokenizer" in err
+    code, out, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--tokenizer", tokenizer_dir, "--json", "--device", "cpu")
+    assert code == 0, err
+    assert len(json.loads(out)["masks"]) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no mask in this text"], "has no [MASK]"),
+    (["a [MASK]", "--top-k", "0"], "--top-k 0"),
+    (["a [MASK]", "b [MASK]", "c [MASK]", "--next", "x", "--next", "y"], "--next was given 2 times for 3 texts"),
+    (["--file", "missing.txt"], "does not exist"),
+    ([], "nothing to predict"),
+    (["[MASK] " + "word " * 80], "more than the model's 64 positions"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, run_dir, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("predict", "--checkpoint", run_dir, "--device", "cpu", *args)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_not_a_checkpoint_exits_2_without_traceback(tmp_path):
+    proc = run_cli("predict", "--checkpoint", tmp_path, "a [MASK]")
+    assert proc.returncode == 2
+    assert "neither a checkpoint nor a run directory" in proc.stderr and "Traceback" not in proc.stderr
