@@ -50,8 +50,18 @@ class Batch:
     def num_masked(self) -> int:
         return int((self.masked_labels != IGNORE_INDEX).sum())
 
-    def model_inputs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    @property
+    def is_padded(self) -> bool:
+        """Whether any sequence is shorter than the batch (read it on the host: on a GPU it waits)."""
+        return not bool(self.attention_mask.all())
+
+    def model_inputs(self, padded: bool = True) -> dict:
+        """The model's keyword arguments; padded=False leaves out the all-true attention mask, which
+        lets attention skip masking (and use flash kernels)."""
+        inputs = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not padded:
+            inputs["attention_mask"] = None
+        return inputs
 
 
 def collate(examples: list[Example], max_predictions: int, remask: tuple[MaskingParams, np.random.Generator] | None = None,

@@ -69,6 +69,14 @@ class SystemConfig:
     device: str = _f("auto", "auto (cuda when available), cpu or cuda")
     precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16")
     compile: bool = _f(False, "torch.compile the model")
+    sparse_last_layer: bool = _f(False, "compute the last encoder layer only at [CLS] and the masked positions, the only "
+                                        "rows the heads read: same model, up to 1/num_hidden_layers less encoder work, "
+                                        "other dropout draws")
+    fast_dropout: bool = _f(False, "CPU: draw dropout masks from numpy's SFC64, 16 bits an element, ~10x cheaper than "
+                                   "torch's bernoulli: same keep probability, other draws")
+    pad_vocab_multiple: int = _f(64, "widen the masked-LM decoder matmul to a multiple of this (faster kernels); "
+                                     "weights and checkpoints keep the real vocab size. 1: off")
+    cpu_threads: int = _f(0, "intra-op threads on the CPU (0: torch's default, one per core)")
     log_interval: int = _f(10, "log metrics every this many steps")
     eval_interval: int = _f(0, "evaluate on the validation split every this many steps (0: only at the end)")
     eval_batches: int = _f(20, "validation batches per evaluation during training (0: all)")
@@ -260,6 +268,8 @@ def validate(c: Config) -> list[str]:
     for name in ("log_interval", "checkpoint_interval", "keep_checkpoints"):
         if getattr(s, name) < 1:
             p.append(f"system.{name} must be at least 1")
+    if s.pad_vocab_multiple < 1 or s.cpu_threads < 0:
+        p.append("system.pad_vocab_multiple must be at least 1 and system.cpu_threads at least 0")
     if s.eval_interval < 0 or s.eval_batches < 0:
         p.append("system.eval_interval and system.eval_batches must be >= 0")
     if c.data.num_workers < 0:

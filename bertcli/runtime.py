@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bertcli.config import SystemConfig
 from bertcli.errors import UsageError
+from bertcli.model import Speed
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -62,8 +64,16 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def make_runtime(device: str, precision: str) -> Runtime:
+def speed_settings(system: SystemConfig) -> Speed:
+    """The model's share of the system settings."""
+    return Speed(sparse_last_layer=system.sparse_last_layer, fast_dropout=system.fast_dropout,
+                 pad_vocab_multiple=system.pad_vocab_multiple)
+
+
+def make_runtime(device: str, precision: str, cpu_threads: int = 0) -> Runtime:
     """Join torchrun's process group when launched by it (RANK/WORLD_SIZE set), else run alone."""
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)

@@ -35,7 +35,7 @@ from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic
 from bertcli.instances import MaskingParams
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
-from bertcli.runtime import Runtime, close, make_runtime
+from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.weights import load_pretrained
 
@@ -66,6 +66,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
+    # fused: one kernel over all parameters, on CUDA and (torch >= 2.4) on the CPU, where it is ~4x
+    # faster than the default per-parameter loop; the same update up to float rounding.
+    return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.learning_rate,
+                             betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, fused=True)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -173,7 +180,7 @@ def _all_reduce(values: list[float], runtime: Runtime) -> list[float]:
 
 
 def pretrain(config: Config, resume: str | None = None, overwrite: bool = False, show_progress: bool = True) -> dict:
-    runtime = make_runtime(config.system.device, config.system.precision)
+    runtime = make_runtime(config.system.device, config.system.precision, config.system.cpu_threads)
     try:
         return _pretrain(config, resume, overwrite, runtime, show_progress)
     finally:
@@ -196,7 +203,7 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
     ckpt = _prepare_run_dir(config, resume, overwrite, runtime)
 
     torch.manual_seed(config.seed)
-    model = BertForPreTraining(model_cfg)
+    model = BertForPreTraining(model_cfg, speed_settings(s))
     state = {"step": 0, "tokens_seen": 0, "elapsed": 0.0}
     if ckpt is not None:
         state = read_state(ckpt)
@@ -207,9 +214,7 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
         load_pretrained(model, Path(t.init_from))
     model.to(runtime.device)
 
-    fused = runtime.device.type == "cuda"
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.learning_rate,
-                                  betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, fused=fused or None)
+    optimizer = make_optimizer(model, t)
     scaler = runtime.grad_scaler()
     if ckpt is not None:
         optimizer.load_state_dict(load_torch_state(ckpt / OPTIMIZER_FILE))
@@ -307,15 +312,17 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                 group["lr"] = lr
             torch.manual_seed(step_seed(config.seed, step, runtime.rank))  # dropout: a function of the step
             for m, batch in enumerate(micro_batches):
+                # Counted on the host before the copy, so the GPU never waits for the CPU to read them.
+                padded, n_tokens = batch.is_padded, batch.num_tokens
                 batch = batch.to(runtime.device)
                 sync = forward_model.no_sync() if runtime.distributed and m < accum - 1 else contextlib.nullcontext()
                 with sync:
                     with runtime.autocast():
-                        out = forward_model(**batch.model_inputs())
+                        out = forward_model(**batch.model_inputs(padded))
                     # Sum-normalised by global counts; DDP averages over ranks, so scale back up by world.
                     loss = out.mlm_loss_sum / max(masked, 1) + out.nsp_loss_sum / t.global_batch_size
                     scaler.scale(loss * world).backward()
-                window.add(out, batch)
+                window.add(out, n_tokens, len(batch.next_sentence_labels))
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
             step_loss = window.last_step_loss(world, runtime, masked, t.global_batch_size)
@@ -366,16 +373,15 @@ class _Window:
                      "examples": 0.0, "tokens": 0.0}
         self.grad_norms, self.lr, self.steps = [], 0.0, 0
 
-    def add(self, out, batch) -> None:
+    def add(self, out, n_tokens: int, n_examples: int) -> None:
         mlm, nsp = out.mlm_loss_sum.detach(), out.nsp_loss_sum.detach()
         self._step_mlm = self._step_mlm + mlm
         self._step_nsp = self._step_nsp + nsp
-        n_tokens = batch.num_tokens
         self.step_tokens += n_tokens
         for key, value in (("mlm_loss", mlm), ("mlm_correct", out.mlm_correct), ("masked", out.masked_count),
                            ("nsp_loss", nsp), ("nsp_correct", out.nsp_correct)):
             self.sums[key] = self.sums[key] + value.float()
-        self.sums["examples"] += len(batch.next_sentence_labels)
+        self.sums["examples"] += n_examples
         self.sums["tokens"] += n_tokens
 
     def last_step_loss(self, world, runtime, masked, global_batch) -> float:
