@@ -29,7 +29,7 @@ from bertcli.batches import BatchPlan, MicroBatches, eval_batches
 from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_torch_state,
                                 read_state, resolve_checkpoint, save_checkpoint, verify_files)
 from bertcli.config import Config, TrainConfig, parse_duration
-from bertcli.console import console, warn
+from bertcli.console import console
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic

@@ -95,3 +95,13 @@ def small_fs(tmp_path):
     yield mount
     for target in mounted:
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir, tmp_path_factory) -> Path:
+    """A run directory of the tiny model after 4 steps; tests only read it."""
+    from bertcli.train import pretrain
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=4"), show_progress=False)
+    return run

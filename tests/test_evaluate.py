@@ -10,15 +10,12 @@ import torch.nn.functional as F
 from bertcli.checkpoint import list_checkpoints
 from bertcli.evaluate import load_model
 from bertcli.shards import PretrainingData
-from bertcli.train import pretrain
-from conftest import SAMPLE, run_cli, tiny_config
+from conftest import SAMPLE, run_cli
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("evalrun") / "run"
-    pretrain(tiny_config(data_dir, run, "train.max_steps=4"), show_progress=False)
-    return run
+def run_dir(trained_run):
+    return trained_run
 
 
 def straightforward_metrics(model, data):

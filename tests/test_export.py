@@ -44,10 +44,8 @@ def offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("exportrun") / "run"
-    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
-    return run
+def run_dir(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")

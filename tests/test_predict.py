@@ -9,17 +9,14 @@ from bertcli.checkpoint import list_checkpoints
 from bertcli.evaluate import load_model
 from bertcli.predict import TextEncoder
 from bertcli.tokenizer import Tokenizer
-from bertcli.train import pretrain
-from conftest import run_cli, tiny_config
+from conftest import run_cli
 
 MASK, CLS, SEP = 4, 2, 3
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("predictrun") / "run"
-    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
-    return run
+def run_dir(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertcli.checkpoint import list_checkpoints
-from bertcli.config import TrainConfig, load_config
+from bertcli.config import TrainConfig
 from bertcli.errors import DataError, UsageError
 from bertcli.train import get_lr, pretrain
 from conftest import REPO, run_cli, tiny_config, tiny_overrides
