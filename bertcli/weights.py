@@ -13,28 +13,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bertcli.checkpoint import STATE_FILE, list_checkpoints, load_weights, read_state
+from bertcli.checkpoint import STATE_FILE, load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from a checkpoint, a run directory (latest checkpoint) or an exported directory."""
+    """Weights from an exported directory, a checkpoint or a run directory (latest checkpoint)."""
     path = Path(path)
-    if (path / STATE_FILE).is_file():
-        return load_weights(path, read_state(path))
-    found = list_checkpoints(path) if path.is_dir() else []
-    if found:
-        return load_weights(found[-1], read_state(found[-1]))
     model_file = path / "model.safetensors"
-    if model_file.is_file():
+    if model_file.is_file() and not (path / STATE_FILE).is_file():  # an export (no trainer state)
         try:
             return load_file(str(model_file))
         except (SafetensorError, OSError) as e:
             raise DataError(f"{model_file}: cannot read weights ({e})") from None
-    raise UsageError(f"{path} holds no bertcli checkpoint and no model.safetensors; give a checkpoint, "
-                     "a run directory or an exported model directory")
+    ckpt = resolve_checkpoint(path)
+    return load_weights(ckpt, read_state(ckpt))
 
 
 def load_pretrained(model: torch.nn.Module, path: Path) -> None:
