@@ -232,7 +232,11 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
         word_starts = None
         if opts.get("whole_word_mask"):
             from bertcli.tokenizer import Tokenizer
-            word_starts = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"])).word_starts()
+            tok = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"]))
+            if tok.sha256 != data.signature["tokenizer_sha256"]:
+                raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
+                                 f"{tok.path} has changed since the data was made")
+            word_starts = tok.word_starts()
         remask = MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
                                bool(opts.get("whole_word_mask")), word_starts)
 
