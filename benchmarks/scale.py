@@ -12,6 +12,8 @@ of a tiny model for --steps steps on each, in a child process, and reports:
     start-up   seconds from launching the process to its first metrics record (the first
                optimizer step done): interpreter and torch import, data and model set-up,
                DataLoader workers, the first shard verified
+    set-up     the same less the imports (measured inside the process): what the dataset can
+               change; on a shared machine far less noisy than start-up
     rank RSS   peak resident memory of the training process
     worker RSS peak resident memory of the largest DataLoader worker (--workers >= 1)
 
@@ -38,13 +40,23 @@ sys.path.insert(0, str(REPO))
 
 SHARD_INSTANCES = 100_000
 CHILD = r"""
-import atexit, json, resource, sys
+import atexit, json, resource, sys, time
+first = []
 def report():
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print("SCALE-RSS " + json.dumps({"rank_kb": self_kb, "worker_kb": children_kb}), file=sys.stderr, flush=True)
+    setup = first[0] - imported if first else None
+    print("SCALE-RSS " + json.dumps({"rank_kb": self_kb, "worker_kb": children_kb, "setup_s": setup}), file=sys.stderr, flush=True)
 atexit.register(report)
 from bertcli.cli import main
+import bertcli.runlog, bertcli.train  # the imports (interpreter, torch) are not the dataset's doing
+imported = time.perf_counter()
+_write = bertcli.runlog.RunLog.write
+def write(self, record, prefix=""):
+    if not first:
+        first.append(time.perf_counter())
+    _write(self, record, prefix)
+bertcli.runlog.RunLog.write = write
 try:
     main(sys.argv[1:])
 finally:
@@ -132,7 +144,7 @@ def run_pretrain(code: Path, data: Path, run: Path, steps: int, workers: int) ->
     if proc.returncode != 0:
         return {"error": err.strip().splitlines()[-1][:200] if err.strip() else f"exit {proc.returncode}"}
     rss = json.loads(next(l for l in err.splitlines() if l.startswith("SCALE-RSS")).split(" ", 1)[1])
-    return {"startup_s": first, "rank_mb": rss["rank_kb"] / 1024, "worker_mb": rss["worker_kb"] / 1024 if workers else None}
+    return {"startup_s": first, "setup_s": rss.get("setup_s"), "rank_mb": rss["rank_kb"] / 1024, "worker_mb": rss["worker_kb"] / 1024 if workers else None}
 
 
 def baseline_checkout(ref: str, into: Path) -> Path:
@@ -191,7 +203,7 @@ def main() -> None:
                 shutil.rmtree(args.cache / f"n{n}", ignore_errors=True)
 
     print(f"\npretrain of a tiny model, {args.steps} steps, data.num_workers {args.workers}, CPU; ratio: to {sizes[0]:,} instances")
-    header = f"{'code':<10} {'instances':>13} {'start-up s':>11} {'ratio':>6} {'rank RSS MB':>12} {'ratio':>6} {'worker RSS MB':>14} {'ratio':>6}"
+    header = f"{'code':<10} {'instances':>13} {'start-up s':>11} {'ratio':>6} {'set-up s':>9} {'ratio':>6} {'rank RSS MB':>12} {'ratio':>6} {'worker RSS MB':>14} {'ratio':>6}"
     print(header)
     for label in codes:
         first = results[label, sizes[0]]
@@ -205,7 +217,7 @@ def main() -> None:
                 if r.get(key) is None or first.get(key) is None:
                     return f"{'-':>{width}} {'-':>6}"
                 return f"{r[key]:>{width}.2f} {r[key] / first[key]:>6.2f}"
-            print(f"{label:<10} {n:>13,} {cell('startup_s', 11)} {cell('rank_mb', 12)} {cell('worker_mb', 14)}")
+            print(f"{label:<10} {n:>13,} {cell('startup_s', 11)} {cell('setup_s', 9)} {cell('rank_mb', 12)} {cell('worker_mb', 14)}")
 
 
 if __name__ == "__main__":

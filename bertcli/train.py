@@ -38,9 +38,10 @@ from bertcli.console import console
 from bertcli.divergence import DivergenceGuard
 from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
-from bertcli.fsutil import write_bytes_atomic
+from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
+                            write_bytes_atomic, writable_problem)
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
-from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
+from bertcli.runlog import MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
@@ -83,8 +84,11 @@ def pretrain(config: Config, resume: str | None = None, overwrite: bool = False,
     runtime = make_runtime(config.system.device, config.system.precision, config.system.cpu_threads)
     try:
         trainer = Trainer(config, runtime, show_progress)
-        trainer.build(resume, overwrite)
-        return trainer.fit()
+        try:
+            trainer.build(resume, overwrite)
+            return trainer.fit()
+        finally:
+            trainer.close()
     finally:
         close(runtime)
 
@@ -97,6 +101,7 @@ class Trainer:
         self.tokens_seen = 0  # non-padding tokens trained on, all ranks
         self.elapsed_before = 0.0  # seconds spent before this process (resumed runs)
         self.last_saved = -1  # the step of the newest checkpoint on disk, if this run wrote or resumed it
+        self.lock = None  # DirLock on out_dir (rank 0), held from the first write to the end
 
     # ---- build -------------------------------------------------------------------------------
 
@@ -113,7 +118,7 @@ class Trainer:
         self.model_config = BertConfig(vocab_size=self.data.vocab_size, **asdict(c.model))
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
         self.remask = dynamic_masking(self.data, c.data.masking)
-        ckpt = self._checkpoint_to_resume(resume, overwrite)
+        ckpt = self._checkpoint_to_resume(resume)
 
         torch.manual_seed(c.seed)
         self.model = BertForPreTraining(self.model_config, speed_settings(s))
@@ -130,6 +135,7 @@ class Trainer:
         self.scaler = rt.grad_scaler()
         if ckpt is not None:
             self._load_state(ckpt, state)
+        self._claim_out_dir(resume, ckpt, overwrite)  # the first write: everything above is validated
 
         self.forward_model = torch.compile(self.model) if s.compile else self.model
         if rt.distributed:
@@ -147,21 +153,58 @@ class Trainer:
             self.log = RunLog(self.run_dir, self.step if ckpt is not None else None)
             self._banner(ckpt)
 
-    def _checkpoint_to_resume(self, resume: str | None, overwrite: bool) -> Path | None:
-        """The checkpoint to resume from (or None); refuse to mix two runs in one out_dir."""
+    def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
+        """The checkpoint to resume from, or None (nothing is written here)."""
         if resume == "auto":
             found = list_checkpoints(self.run_dir)
             return found[-1] if found else None
-        if resume:
-            return resolve_checkpoint(Path(resume))
-        run_dir = self.run_dir
-        holds_run = run_dir.is_dir() and any((run_dir / n).exists() for n in (CONFIG_FILE, METRICS_FILE, "checkpoints"))
-        if holds_run and not overwrite:
-            raise UsageError(f"out_dir {run_dir} holds another run; pass --resume auto to continue it, "
-                             "--overwrite to replace it, or set out_dir elsewhere")
-        if holds_run and self.runtime.is_main:
-            shutil.rmtree(run_dir)
-        return None
+        return resolve_checkpoint(Path(resume)) if resume else None
+
+    def _claim_out_dir(self, resume: str | None, ckpt: Path | None, overwrite: bool) -> None:
+        """Make out_dir this run's, after everything else was validated: lock it, refuse one that
+        holds an input or another run (or anything bertcli did not make), clear an owned one on
+        --overwrite, and mark a new one as a bertcli run."""
+        out = self.run_dir
+        inputs = [*self.config.data_dirs, self.config.train.init_from]
+        continuing = ckpt is not None and out.resolve() in ckpt.resolve().parents  # this run's own checkpoint
+        if ckpt is not None and not continuing:
+            inputs.append(ckpt)
+        if not self.runtime.is_main:
+            return
+        self.lock = DirLock(out, "out_dir").__enter__()
+        try:
+            refuse_overlap(out, inputs, "out_dir")
+            if continuing:
+                if problem := writable_problem(out):
+                    raise UsageError(f"out_dir {out}: cannot write there ({problem}); make it writable to resume")
+                if read_owner(out) is None:  # a run from before ownership markers: it holds our checkpoints
+                    mark_owned(out, "run")
+                return
+            owner = read_owner(out) if out.is_dir() else None
+            entries = [e for e in out.iterdir() if e.name != OWNER_FILE] if out.is_dir() else []
+            if resume == "auto" and owner is not None and owner["kind"] == "run":
+                overwrite = True  # our own run, stopped before its first checkpoint: start it afresh
+            if entries and not overwrite:
+                what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
+                raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
+                                 "replace a run bertcli made, or set out_dir elsewhere")
+            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir")
+            if entries:  # validated, owned, and --overwrite: only now is the old run deleted
+                for entry in entries:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            out.mkdir(parents=True, exist_ok=True)
+            mark_owned(out, "run")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if getattr(self, "lock", None) is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
 
     def _check_resume(self, state: dict, ckpt: Path) -> None:
         mine = asdict(self.model_config)

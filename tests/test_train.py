@@ -259,3 +259,69 @@ def test_non_finite_weights_are_never_written(trained_run, tmp_path):
 def test_non_finite_config_numbers_are_config_errors(data_dir, tmp_path, value):
     with pytest.raises(UsageError, match="train.learning_rate must be a finite number"):
         tiny_config(data_dir, tmp_path / "run", f"train.learning_rate={value}")
+
+
+def files_of(*dirs) -> dict:
+    return {p: p.read_bytes() for d in dirs for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_replaces_only_a_run_bertcli_made(data_dir, tmp_path):
+    mine = tmp_path / "mine"  # a user's directory that merely looks like a run
+    mine.mkdir()
+    for name, text in [("config.yaml", "my notes"), ("metrics.jsonl", "{}\n"), ("notes.txt", "keep me")]:
+        (mine / name).write_text(text)
+    (mine / "checkpoints").mkdir()
+    before = files_of(mine)
+    with pytest.raises(UsageError, match="was not made by bertcli"):
+        pretrain(tiny_config(data_dir, mine, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert files_of(mine) == before
+
+
+def test_overwrite_validates_everything_before_deleting(data_dir, trained_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = files_of(run)
+    for bad in (f"train.init_from={tmp_path / 'typo'}", f"data.dir={tmp_path / 'nodata'}"):
+        with pytest.raises(UsageError):
+            pretrain(tiny_config(data_dir, run, "train.max_steps=2", bad), overwrite=True, show_progress=False)
+        assert files_of(run) == before
+
+
+@pytest.mark.parametrize("where", ["data", "parent_of_data", "init_from"])
+def test_out_dir_may_not_hold_an_input(data_dir, trained_run, tmp_path, where):
+    import shutil
+    data = tmp_path / "d" / "data"
+    shutil.copytree(data_dir, data)
+    extra, out = [], {"data": data, "parent_of_data": data.parent, "init_from": trained_run}[where]
+    if where == "init_from":
+        extra = [f"train.init_from={trained_run}"]
+    before = files_of(data, trained_run)
+    with pytest.raises(UsageError, match="out_dir"):
+        pretrain(tiny_config(data, out, "train.max_steps=2", *extra), overwrite=True, show_progress=False)
+    assert files_of(data, trained_run) == before
+
+
+def test_resume_from_another_runs_checkpoint_needs_an_empty_out_dir(data_dir, trained_run, tmp_path):
+    import shutil
+    other = tmp_path / "other"
+    pretrain(tiny_config(data_dir, other, "train.max_steps=2"), show_progress=False)
+    before = files_of(other)
+    ckpt = list_checkpoints(trained_run)[-1]
+    with pytest.raises(UsageError, match="holds another run"):
+        pretrain(tiny_config(data_dir, other, "train.max_steps=5"), resume=str(ckpt), show_progress=False)
+    assert files_of(other) == before
+    fresh = tmp_path / "fresh"
+    pretrain(tiny_config(data_dir, fresh, "train.max_steps=5"), resume=str(ckpt), show_progress=False)
+    assert [c.name for c in list_checkpoints(fresh)] == ["step-0000005"]
+    assert json.loads((fresh / ".bertcli-owner.json").read_text())["kind"] == "run"
+    shutil.rmtree(fresh)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(data_dir, tmp_path):
+    from bertcli.fsutil import BusyError, DirLock
+    run = tmp_path / "run"
+    with DirLock(run, "out_dir"):
+        with pytest.raises(BusyError, match=r"is being written by pid \d+"):
+            pretrain(tiny_config(data_dir, run, "train.max_steps=2"), show_progress=False)
+    assert not run.exists()
