@@ -49,14 +49,18 @@ def report():
     print("SCALE-RSS " + json.dumps({"rank_kb": self_kb, "worker_kb": children_kb, "setup_s": setup}), file=sys.stderr, flush=True)
 atexit.register(report)
 from bertcli.cli import main
-import bertcli.runlog, bertcli.train  # the imports (interpreter, torch) are not the dataset's doing
+import bertcli.train  # the imports (interpreter, torch) are not the dataset's doing
+try:
+    import bertcli.runlog as logs
+except ImportError:  # a baseline from before runlog.py: RunLog lived in train.py
+    logs = bertcli.train
 imported = time.perf_counter()
-_write = bertcli.runlog.RunLog.write
+_write = logs.RunLog.write
 def write(self, record, prefix=""):
     if not first:
         first.append(time.perf_counter())
     _write(self, record, prefix)
-bertcli.runlog.RunLog.write = write
+logs.RunLog.write = write
 try:
     main(sys.argv[1:])
 finally:

@@ -7,7 +7,8 @@ forward/backward each micro-batch, the MLM loss normalised by the *global* maske
 syncs gradients on the last one only) → clip → the divergence guard gates the update on the
 device → step → log / evaluate / checkpoint when due.
 
-Host–device syncs: none per step in one process, and only the counts' all-reduce under DDP;
+Host–device syncs: none per step in one process, and only the counts' all-reduce under DDP
+(plus the non-finite flag's max-reduce, a device-side collective the host does not wait for);
 the loss, accuracy and gradient norm stay on the device until a log record is written
 (system.log_interval), and the non-finite check never waits (divergence.py).
 
