@@ -34,11 +34,10 @@ from bertcli.corpus import Corpus
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, sha256_file, write_json_atomic
 from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, plan_pairs, truncate
-from bertcli.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, Examples, token_dtype, write_shard
+from bertcli.shards import FORMAT, FORMAT_VERSION, MANIFEST, MAX_SEQ_LENGTH, SPLITS, Examples, token_dtype, write_shard
 from bertcli.tokenizer import Tokenizer
 
 PROGRESS = "progress.json"
-MAX_SEQ_LIMIT = 512  # BERT's max_position_embeddings; longer needs a model made for it
 
 
 @dataclass
@@ -58,8 +57,8 @@ class MakeDataOptions:
 
     def resolve(self) -> "MakeDataOptions":
         problems = []
-        if not 8 <= self.max_seq_length <= MAX_SEQ_LIMIT:
-            problems.append(f"--max-seq-length {self.max_seq_length} must be between 8 and {MAX_SEQ_LIMIT}")
+        if not 8 <= self.max_seq_length <= MAX_SEQ_LENGTH:
+            problems.append(f"--max-seq-length {self.max_seq_length} must be between 8 and {MAX_SEQ_LENGTH}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             problems.append(f"--masked-lm-prob {self.masked_lm_prob} must be in (0, 1)")
         if not 0.0 <= self.short_seq_prob < 1.0:
