@@ -16,6 +16,7 @@ import typer
 from bertcli import __version__
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError
+from bertcli.stopping import terminate_like_ctrl_c
 
 app = typer.Typer(
     name="bertcli",
@@ -68,7 +69,7 @@ def tokenize(
                            input_sentence_size=input_sentence_size, threads=threads, seed=seed)
     options.validate()
     corpus = Corpus(expand_inputs(inputs), strict=strict)
-    with console.status("training tokenizer"):
+    with terminate_like_ctrl_c(), console.status("training tokenizer"):
         report = train(corpus, out, options, overwrite=overwrite)
     print_tokenize_report(report, out)
 
@@ -102,7 +103,8 @@ def make_data_command(
                               masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                               whole_word_mask=whole_word_mask, seed=seed, validation_fraction=validation_fraction,
                               shard_size=shard_size, window_chars=window_chars, workers=workers, strict=strict).resolve()
-    manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
+    with terminate_like_ctrl_c():
+        manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
     print_make_data_report(manifest, out)
 
 
