@@ -29,6 +29,10 @@ from bertcli.tokenizer import SPECIAL_IDS, SPECIAL_TOKENS, WORD_START, Tokenizer
 SPECIAL_IN_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS.values()) + ")")
 ID_OF_SPECIAL = {SPECIAL_TOKENS[k]: i for k, i in SPECIAL_IDS.items()}
 BATCH_SIZE = 32
+# --file bounds: a text is at most max_position_embeddings tokens (512 for BERT), a few KB of text
+MAX_FILE_BYTES = 16 << 20
+MAX_LINE_CHARS = 100_000
+MAX_QUERIES = 100_000
 
 
 class TextEncoder:
@@ -66,18 +70,13 @@ def read_queries(texts: list[str], next_texts: list[str], file: Path | None) -> 
     """TEXT arguments and --file lines (a tab separates a second sentence), paired with --next."""
     queries = [Query(t) for t in texts]
     if file is not None:
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"--file {file} does not exist") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"--file {file} is not UTF-8 text") from None
-        except OSError as e:
-            raise UsageError(f"--file {file}: cannot read it ({e.strerror})") from None
-        for line in lines:
+        for line in _read_lines(Path(file)):
             if line.strip():
                 text, _, second = line.partition("\t")
                 queries.append(Query(text, second if second.strip() else None))
+        if len(queries) > MAX_QUERIES:
+            raise UsageError(f"--file {file} holds {len(queries):,} texts, more than the {MAX_QUERIES:,} predict takes "
+                             "at once; split the file")
     if not queries:
         raise UsageError("nothing to predict: give a TEXT with [MASK] in it, or --file with one text per line")
     if next_texts:
@@ -90,6 +89,33 @@ def read_queries(texts: list[str], next_texts: list[str], file: Path | None) -> 
                                  "use either the tab or --next")
             q.next_text = second
     return queries
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of --file, read with a bound: a device such as /dev/zero or a pipe that never
+    ends stops at MAX_FILE_BYTES instead of filling memory."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"--file {path} is a directory; give a text file") from None
+    except OSError as e:
+        raise UsageError(f"--file {path}: cannot read it ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise UsageError(f"--file {path} is larger than {MAX_FILE_BYTES >> 20} MB (or never ends); predict reads "
+                         "one short text per line: split the file")
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UsageError(f"--file {path} is not UTF-8 text (line {line}); convert it, e.g. with iconv") from None
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"--file {path}, line {number}: {len(line):,} characters, more than any model's "
+                             f"positions can hold (the limit is {MAX_LINE_CHARS:,}); one text per line")
+    return lines
 
 
 def _encode_queries(queries: list[Query], encoder: TextEncoder, max_positions: int) -> list[tuple[list[int], int]]:

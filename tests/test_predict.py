@@ -163,3 +163,26 @@ def test_not_a_checkpoint_exits_2_without_traceback(tmp_path):
     proc = run_cli("predict", "--checkpoint", tmp_path, "a [MASK]")
     assert proc.returncode == 2
     assert "neither a checkpoint nor a run directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_file_input_is_bounded(cli, run_dir, tmp_path, monkeypatch):
+    """/dev/zero, a long line, too many lines, bad bytes: one line each, memory and time bounded."""
+    import bertcli.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "MAX_FILE_BYTES", 1 << 20)  # keeps the test fast; the logic is the same
+    cases = {"/dev/zero": "larger than 1 MB (or never ends)"}
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("a [MASK] day\n" + "x" * (predict_module.MAX_LINE_CHARS + 1) + "\n")
+    cases[long_line] = "long.txt, line 2: 100,001 characters"
+    many = tmp_path / "many.txt"
+    monkeypatch.setattr(predict_module, "MAX_QUERIES", 10)
+    many.write_text("a [MASK] day\n" * 11)
+    cases[many] = "holds 11 texts, more than the 10"
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("a [MASK] day\ncaf\xe9 [MASK]\n".encode("latin-1"))
+    cases[latin] = "is not UTF-8 text (line 2)"
+    cases[tmp_path] = "is a directory"
+    for path, message in cases.items():
+        code, _, err = cli("predict", "--checkpoint", run_dir, "--device", "cpu", "--file", path)
+        assert code == 2, (path, err)
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
