@@ -287,7 +287,7 @@ def test_export_refuses_what_it_should(cli, run_dir, exported, tmp_path):
     run_cli("tokenize", SAMPLE, "--out", other, "--vocab-size", 500, "--threads", 1, check=True)
     cases = [
         (["--out", exported], "is not empty; pass --overwrite"),
-        (["--out", tmp_path / "x", "--dtype", "float16"], "--dtype 'float16'"),
+        (["--out", tmp_path / "x", "--dtype", "fp16"], "--dtype 'fp16' is not one of fp32, bf16"),
         (["--out", tmp_path / "x", "--tokenizer", other], "is not the tokenizer checkpoint"),
         (["--out", run_dir.parent, "--overwrite"], "which is being exported"),
     ]
