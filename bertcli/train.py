@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bertcli.artifacts import data_tokenizer
+from bertcli.tokenizer import ARTIFACT_DIR
 from bertcli.batches import BatchPlan, MicroBatches, eval_batches
 from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_torch_state,
                                 read_state, resolve_checkpoint, save_checkpoint, verify_files)
@@ -171,6 +173,17 @@ def _check_resume(state: dict, model_cfg: BertConfig, data: PretrainingData, ckp
                          "keep it the same to resume at the same data position")
 
 
+def _data_tokenizer(data: PretrainingData, needed: bool):
+    """The data's tokenizer: checkpoints carry it, dynamic masking reads its ids. Data from before
+    tokenizers travelled with it may have lost its tokenizer: static masking trains without it."""
+    try:
+        return data_tokenizer(data.dirs[0], data.manifests[0])
+    except UsageError:
+        if needed or (data.dirs[0] / ARTIFACT_DIR).is_dir():
+            raise
+        return None
+
+
 def _all_reduce(values: list[float], runtime: Runtime) -> list[float]:
     if not runtime.distributed:
         return values
@@ -226,19 +239,12 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
         data.verify_all()
         validation.verify_all()
     plan = BatchPlan(len(data), t.global_batch_size, t.micro_batch_size, world, config.seed)
+    tokenizer = _data_tokenizer(data, config.data.masking == "dynamic")
     remask = None
     if config.data.masking == "dynamic":
         opts = data.manifests[0]["options"]
-        word_starts = None
-        if opts.get("whole_word_mask"):
-            from bertcli.tokenizer import Tokenizer
-            tok = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"]))
-            if tok.sha256 != data.signature["tokenizer_sha256"]:
-                raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
-                                 f"{tok.path} has changed since the data was made")
-            word_starts = tok.word_starts()
-        remask = MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
-                               bool(opts.get("whole_word_mask")), word_starts)
+        remask = MaskingParams.from_tokenizer(tokenizer, opts["masked_lm_prob"], data.max_predictions,
+                                              bool(opts.get("whole_word_mask")))
 
     forward_model = torch.compile(model) if s.compile else model
     if runtime.distributed:
@@ -267,7 +273,7 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                 "step": at_step, "tokens_seen": tokens_seen, "elapsed": elapsed_total(),
                 "epoch": plan.epoch_of(at_step), "global_batch_size": t.global_batch_size,
                 "model_config": asdict(model_cfg), "data_signature": data.signature, "seed": config.seed,
-            }, config_yaml, s.keep_checkpoints)
+            }, config_yaml, s.keep_checkpoints, tokenizer)
         if runtime.distributed:
             dist.barrier()
         return saved
