@@ -63,7 +63,7 @@ class WordPieceTokenizer(Tokenizer):
     kind = "wordpiece"
 
     def __init__(self, vocab: list[str], options: dict, meta: dict | None = None, path: Path | None = None):
-        where = str(path / VOCAB_FILE) if path else "the vocabulary"
+        where = str(path / VOCAB_FILE) if path else (meta or {}).get("adopted_from", "the vocabulary")
         check_vocab(vocab, where)
         for key, types in OPTION_TYPES.items():
             if not isinstance(options.get(key), types):
