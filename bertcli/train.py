@@ -39,7 +39,7 @@ from bertcli.instances import MaskingParams
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
-from bertcli.weights import load_pretrained
+from bertcli.weights import load_pretrained, model_config
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -208,10 +208,11 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                          f"train.micro_batch_size ({t.micro_batch_size}) × processes ({world})")
     data = PretrainingData(config.data_dirs, "train")
     validation = PretrainingData(config.data_dirs, "validation")
-    if data.max_seq_length > config.model.max_position_embeddings:
-        raise UsageError(f"model.max_position_embeddings ({config.model.max_position_embeddings}) is smaller than the "
+    tokenizer = _data_tokenizer(data, config.data.masking == "dynamic")
+    model_cfg = model_config(t.init_from, config.model, data.vocab_size, tokenizer)  # config.json for a published BERT
+    if data.max_seq_length > model_cfg.max_position_embeddings:
+        raise UsageError(f"model.max_position_embeddings ({model_cfg.max_position_embeddings}) is smaller than the "
                          f"data's max_seq_length ({data.max_seq_length}); raise it or make shorter data")
-    model_cfg = BertConfig(vocab_size=data.vocab_size, **asdict(config.model))
     run_dir = Path(config.out_dir)
     ckpt = _prepare_run_dir(config, resume, overwrite, runtime)
 
@@ -239,7 +240,6 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
         data.verify_all()
         validation.verify_all()
     plan = BatchPlan(len(data), t.global_batch_size, t.micro_batch_size, world, config.seed)
-    tokenizer = _data_tokenizer(data, config.data.masking == "dynamic")
     remask = None
     if config.data.masking == "dynamic":
         opts = data.manifests[0]["options"]
