@@ -125,6 +125,31 @@ def test_step_0_loss_equals_transformers_loss(published, adopted):
     assert abs(float(loss) - float(theirs.loss)) < 1e-5
 
 
+def test_pretrain_logs_transformers_loss_at_step_0(cli, published, adopted, tmp_path):
+    """No dropout: the first logged loss is the loss of step 0's batch before any update."""
+    from bertcli.batches import BatchPlan, MicroBatches
+
+    run = tmp_path / "run"
+    code, _, err = cli(*pretrain_args(adopted / "data", run, published, "train.max_steps=1", "seed=5",
+                                      "system.checkpoint_interval=1", "model.hidden_dropout_prob=0.0",
+                                      "model.attention_probs_dropout_prob=0.0"))
+    assert code == 0, err
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    data = PretrainingData(adopted / "data")
+    plan = BatchPlan(len(data), 16, 8, 1, 5)
+    hf = transformers.BertForPreTraining.from_pretrained(published).eval()
+    mlm = nsp = masked = 0.0
+    for micro in range(plan.accumulation):
+        batch = MicroBatches(data, plan, 0, None)[micro]
+        with torch.no_grad():
+            out = hf(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids, attention_mask=batch.attention_mask.long())
+        logits = torch.gather(out.prediction_logits, 1, batch.masked_positions[..., None].expand(-1, -1, out.prediction_logits.size(-1)))
+        mlm += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.masked_labels.flatten(), reduction="sum"))
+        nsp += float(torch.nn.functional.cross_entropy(out.seq_relationship_logits, batch.next_sentence_labels, reduction="sum"))
+        masked += batch.num_masked
+    assert logged["step"] == 1 and abs(logged["loss"] - (mlm / masked + nsp / 16)) < 1e-5
+
+
 def test_continue_pretraining_then_export_gives_the_published_tokenizer(cli, published, adopted, tmp_path):
     run = tmp_path / "run"
     code, _, err = cli(*pretrain_args(adopted / "data", run, published, "data.masking=dynamic"))
