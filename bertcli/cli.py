@@ -126,7 +126,7 @@ def show_data_command(
     start: int = typer.Option(0, help="Index of the first instance to show."),
     count: int = typer.Option(5, help="How many instances to show."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per instance on stdout."),
-    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one in the manifest)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
     """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
     from bertcli.show_data import show_data
@@ -186,7 +186,7 @@ def eval_command(
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the Hugging Face model to."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     dtype: str = typer.Option("float32", help="Weights as float32 or bfloat16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
 ) -> None:
@@ -209,7 +209,7 @@ def predict(
     next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per text on stdout instead of tables."),
 ) -> None:
