@@ -35,7 +35,8 @@ from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import atomic_path, read_json, sha256_file
 
 FORMAT = "bertcli-pretraining-data"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of a shard file
+MANIFEST_VERSION = 2  # 2: the directory carries its tokenizer in tokenizer/ (1: a path in the manifest)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 SAFETENSORS_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I16": np.int16, "I32": np.int32, "I64": np.int64}
@@ -226,9 +227,9 @@ def load_manifest(data_dir: Path) -> dict:
     manifest = read_json(path, "data manifest")
     if manifest.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli data manifest; make the data with `bertcli make-data`")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in (1, MANIFEST_VERSION):
         raise UsageError(f"{path} has format_version {manifest.get('format_version')}, this bertcli reads "
-                         f"{FORMAT_VERSION}; rebuild the data with `bertcli make-data`")
+                         f"1 and {MANIFEST_VERSION}; rebuild the data with `bertcli make-data`")
     for key in ("tokenizer", "options", "splits"):
         if not isinstance(manifest.get(key), dict):
             raise DataError(f"{path}: key {key!r} is missing or malformed; the manifest was edited, rebuild the data")
