@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 INPUT_HELP = "Text files, directories (their *.txt, recursively) or globs; .gz/.bz2/.xz are read transparently."
-TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL = "Tokenizer", "Data", "Run", "Switches (off by default)"
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL = "Tokenizer", "Data", "Run", "Switches"
 FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -55,11 +55,13 @@ def _root(
 
 @app.command(no_args_is_help=True)
 def tokenize(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
+    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
-    model_type: str = typer.Option("bpe", metavar="<bpe|unigram>", help="SentencePiece algorithm: bpe (merge-based, like WordPiece) or unigram.", rich_help_panel=TOKENIZER_PANEL),
-    lowercase: bool = typer.Option(False, "--lowercase/--no-lowercase", metavar=FLAG, show_default=False, help="Case-fold text (an uncased model).", rich_help_panel=SWITCHES_PANEL),
+    model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
+    lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase", metavar=FLAG, help="Case-fold text (an uncased model) or not \\[default: no; with --from: what the tokenizer says].", rich_help_panel=SWITCHES_PANEL, show_default=False),
+    from_: Optional[Path] = typer.Option(None, "--from", help="Adopt a published BERT tokenizer instead of training: a Google vocab.txt or a Hugging Face BERT tokenizer directory.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
+    add_words: Optional[Path] = typer.Option(None, "--add-words", help="With --from: put these words (one per line) into the vocabulary's \\[unused] slots.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
     character_coverage: float = typer.Option(0.9999, help="Share of characters the vocabulary must cover; rarer ones become [UNK].", rich_help_panel=TOKENIZER_PANEL),
     byte_fallback: bool = typer.Option(False, "--byte-fallback/--no-byte-fallback", metavar=FLAG, show_default=False, help="Spell unknown characters as UTF-8 bytes instead of [UNK].", rich_help_panel=SWITCHES_PANEL),
     input_sentence_size: int = typer.Option(10_000_000, help="Train on a uniform random sample of at most this many sentences.", rich_help_panel=RUN_PANEL),
@@ -68,12 +70,23 @@ def tokenize(
     strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
 ) -> None:
-    """Train a SentencePiece tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4)."""
-    from bertcli.corpus import Corpus, expand_inputs
-    from bertcli.reports import print_tokenize_report
-    from bertcli.tokenizer import TrainOptions, train
+    """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
+    from bertcli.errors import UsageError
+    from bertcli.reports import print_adopt_report, print_tokenize_report
+    from bertcli.tokenizer import TrainOptions, adopt, train
 
-    options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=lowercase,
+    if from_ is not None:
+        if inputs:
+            raise UsageError("--from adopts a tokenizer: give no INPUT files with it")
+        print_adopt_report(adopt(from_, out, lowercase, add_words, overwrite), out)
+        return
+    if add_words is not None:
+        raise UsageError("--add-words fills a published vocabulary's [unused] slots: use it with --from")
+    if not inputs:
+        raise UsageError("give INPUT text files to train on, or --from a published tokenizer")
+    from bertcli.corpus import Corpus, expand_inputs
+
+    options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=bool(lowercase),
                            character_coverage=character_coverage, byte_fallback=byte_fallback,
                            input_sentence_size=input_sentence_size, threads=threads, seed=seed)
     options.validate()
@@ -124,7 +137,7 @@ def show_data_command(
     start: int = typer.Option(0, help="Index of the first instance to show."),
     count: int = typer.Option(5, help="How many instances to show."),
     json_lines: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per instance on stdout."),
-    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one in the manifest)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
     """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
     from bertcli.show_data import show_data
@@ -184,7 +197,7 @@ def eval_command(
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the Hugging Face model to."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     dtype: str = typer.Option("fp32", metavar="<fp32|bf16>", callback=_precision, help="Precision of the exported weights."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory."),
 ) -> None:
@@ -209,7 +222,7 @@ def predict(
     next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     device: str = typer.Option("auto", metavar="<auto|cpu|cuda>", help="Where to run (auto: cuda if available)."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per text on stdout instead of tables."),
 ) -> None:

@@ -37,9 +37,9 @@ from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import (OWNER_FILE, TMP_PREFIX, DirLock, atomic_directory, check_output_dir, input_file_problem,
                             mark_owned, read_json, read_owner, refuse_overlap, sha256_file, writable_problem,
                             write_json_atomic)
-from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, plan_pairs, truncate
-from bertcli.shards import FORMAT, FORMAT_VERSION, MANIFEST, MAX_SEQ_LENGTH, SPLITS, Examples, token_dtype, write_shard
-from bertcli.tokenizer import Tokenizer
+from bertcli.instances import MaskingParams, SpecialIds, Window, assemble, mask_tokens, plan_pairs, truncate
+from bertcli.shards import FORMAT, MANIFEST, MANIFEST_VERSION, MAX_SEQ_LENGTH, SPLITS, Examples, token_dtype, write_shard
+from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
 PROGRESS = "progress.json"
 
@@ -121,7 +121,7 @@ def window_seed(seed: int, split: str, index: int) -> list[int]:
 
 
 def build_window(split: str, index: int, documents: list[list[str]], opts: MakeDataOptions,
-                 tokenizer: Tokenizer | None = None, word_starts: np.ndarray | None = None) -> WindowResult:
+                 tokenizer: Tokenizer | None = None, params: MaskingParams | None = None) -> WindowResult:
     """Tokenize a window of documents and turn it into shuffled, masked instances."""
     tok = tokenizer or _worker_tokenizer
     window = Window.from_encoded(tok.encode([s for doc in documents for s in doc]), [len(doc) for doc in documents])
@@ -131,10 +131,9 @@ def build_window(split: str, index: int, documents: list[list[str]], opts: MakeD
     rng = np.random.default_rng(seed)
     pairs = truncate(pairs, opts.max_seq_length - 3, rng)
     pairs = pairs.take(rng.permutation(len(pairs)))  # Google shuffles all instances of all passes
-    tokens, offsets, segment_b_start = assemble(window, pairs)
-    if word_starts is None and opts.whole_word_mask:
-        word_starts = tok.word_starts()
-    params = MaskingParams(opts.masked_lm_prob, opts.max_predictions, tok.vocab_size, opts.whole_word_mask, word_starts)
+    tokens, offsets, segment_b_start = assemble(window, pairs, SpecialIds.of(tok))
+    if params is None:
+        params = MaskingParams.from_tokenizer(tok, opts.masked_lm_prob, opts.max_predictions, opts.whole_word_mask)
     masked = mask_tokens(tokens, offsets, params, rng)
     dtype = token_dtype(tok.vocab_size)  # the shard's dtype now: less to pickle and to hold until written
     examples = Examples(
@@ -459,11 +458,11 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
     # The pool first: its processes must start before the progress bar's refresh thread does.
     with _worker_pool(workers, tokenizer_dir) as pool, _Progress(corpus, show_progress) as progress:
         if pool is None:
-            word_starts = tok.word_starts() if opts.whole_word_mask else None
+            params = MaskingParams.from_tokenizer(tok, opts.masked_lm_prob, opts.max_predictions, opts.whole_word_mask)
             for split, index, docs in read_windows(corpus, opts):
                 progress.read(len(docs))
                 if writers[split].wants(index):
-                    result = build_window(split, index, docs, opts, tok, word_starts)
+                    result = build_window(split, index, docs, opts, tok, params)
                     writers[split].add(result)
                     progress.built(len(result.examples))
         else:
@@ -473,9 +472,10 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
 
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"bertcli {__version__}",
-        "tokenizer": {"path": str(Path(tokenizer_dir).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
-                      "special_ids": tok.special_ids},
+        "format": FORMAT, "format_version": MANIFEST_VERSION, "created_by": f"bertcli {__version__}",
+        # the tokenizer travels with the data in tokenizer/; "path" only says where it came from
+        "tokenizer": {"dir": ARTIFACT_DIR, "path": str(Path(tokenizer_dir).resolve()), "sha256": tok.sha256,
+                      "vocab_size": tok.vocab_size, "special_ids": tok.special_ids, "kind": tok.kind},
         "options": opts.recipe(), "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
         "inputs": expected["inputs"], "input_bytes": corpus.stats.total_bytes,
         "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "seconds": round(seconds, 3),
@@ -483,6 +483,7 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
     _check_usable(manifest, files)
+    tok.save(out_dir / ARTIFACT_DIR)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
     for leftover in out_dir.rglob(f"{TMP_PREFIX}*"):

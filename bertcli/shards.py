@@ -38,7 +38,8 @@ from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import atomic_path, read_json, sha256_file
 
 FORMAT = "bertcli-pretraining-data"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of a shard file
+MANIFEST_VERSION = 2  # 2: the directory carries its tokenizer in tokenizer/ (1: a path in the manifest)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 SAFETENSORS_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I16": np.int16, "I32": np.int32, "I64": np.int64}
@@ -336,9 +337,9 @@ def load_manifest(data_dir: Path) -> dict:
         raise DataError(f"{path}: data manifest is nested too deeply; rebuild the data") from None
     if manifest.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli data manifest; make the data with `bertcli make-data`")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in (1, MANIFEST_VERSION):
         raise UsageError(f"{path} has format_version {str(manifest.get('format_version'))[:20]}, this bertcli reads "
-                         f"{FORMAT_VERSION}; rebuild the data with `bertcli make-data`")
+                         f"1 and {MANIFEST_VERSION}; rebuild the data with `bertcli make-data`")
     ManifestCheck(path, data_dir).check(manifest)
     return manifest
 
@@ -374,7 +375,9 @@ class ManifestCheck:
         vocab_size = self.get(tok, "vocab_size", "tokenizer", int, 6, MAX_VOCAB_SIZE)
         if not SHA256.fullmatch(self.get(tok, "sha256", "tokenizer", str)):
             raise self.fail("tokenizer.sha256", "is not a sha256 (64 hex digits)")
-        self.get(tok, "path", "tokenizer", str)
+        self.get(tok, "path", "tokenizer", str, required=False)  # version 1 finds its tokenizer there
+        self.get(tok, "dir", "tokenizer", str, required=False)  # version 2 carries it (artifacts.py checks it)
+        self.get(tok, "kind", "tokenizer", str, required=False)
         special = self.get(tok, "special_ids", "tokenizer", dict)
         for name in SPECIAL_NAMES:
             self.get(special, name, "tokenizer.special_ids", int, 0, vocab_size - 1)

@@ -50,7 +50,7 @@ def test_on_off_flags_have_a_negative_form(cli, monkeypatch):
 
 
 @pytest.mark.parametrize("command, choices", [
-    ("tokenize", ["<bpe|unigram>"]),
+    ("tokenize", ["<bpe|unigram|wordpiece>"]),
     ("show-data", ["<train|validation>"]),
     ("eval", ["<validation|train>", "<auto|cpu|cuda>", "<auto|fp32|bf16|fp16>"]),
     ("export", ["<fp32|bf16>"]),

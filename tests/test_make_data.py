@@ -59,7 +59,7 @@ def sentences(n: int, words: int = 6, start: int = 0) -> list[str]:
 def test_manifest_has_the_documented_keys_and_consistent_stats(data_dir, tokenizer_dir):
     m = json.loads((data_dir / "manifest.json").read_text())
     tok = Tokenizer.load(tokenizer_dir)
-    assert m["format_version"] == 1
+    assert m["format_version"] == 2 and m["tokenizer"]["dir"] == "tokenizer"
     assert m["tokenizer"]["sha256"] == tok.sha256 and m["tokenizer"]["vocab_size"] == tok.vocab_size
     assert m["tokenizer"]["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
     assert m["options"]["max_seq_length"] == 64 and m["options"]["max_predictions"] == 10

@@ -103,7 +103,7 @@ def test_sigterm_in_tokenize_leaves_nothing(tmp_path):
     out = tmp_path / "tok"
     preamble = """
 import os, signal
-import bertcli.tokenizer as _t
+import bertcli.tokenizer.sentencepiece_model as _t
 _train = _t.train_model
 def _terminated_train(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)  # arrives while the SentencePiece child trains
