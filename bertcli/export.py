@@ -121,4 +121,4 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
         raise
     return {"out": str(out), "checkpoint": str(ckpt), "step": state["step"], "dtype": dtype,
             "parameters": sum(v.numel() for v in weights.values()), "vocab_size": tok.vocab_size,
-            "bytes": sum(f.stat().st_size for f in final.iterdir())}
+            "bytes": sum(f.stat().st_size for f in final.rglob("*") if f.is_file())}
