@@ -246,6 +246,9 @@ class MaskingParams:
     vocab_size: int
     whole_word_mask: bool = False
     word_starts: np.ndarray | None = field(default=None, repr=False)  # bool per id (whole-word only)
+    # BERT's 80/10/10: a chosen position becomes [MASK], a random token, or stays (the rest)
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
 
 
 @dataclass
@@ -274,7 +277,8 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
     num_to_predict of them (all, if fewer), i.e. a uniform random subset of that size. With
     whole-word masking a word's pieces form one group (a piece not starting with "▁" joins the
     group before it) and groups are taken in random order while they fit. Each chosen position
-    becomes [MASK] with p 0.8, stays with p 0.1, becomes a random non-special token with p 0.1.
+    becomes [MASK] with p 0.8, stays with p 0.1, becomes a random non-special token with p 0.1
+    (BERT's split; `mask_replace_prob` and `random_replace_prob` change it, e.g. 1/0 as MosaicBERT).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     candidate = (tokens != CLS) & (tokens != SEP)
@@ -287,8 +291,9 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
 
     corrupted = tokens.copy()
     u = rng.random(len(where))
-    replace_random = u >= 0.9
-    corrupted[where[u < 0.8]] = MASK
+    # 1 - 0.1 is exactly 0.9: BERT's default split draws the same masks as before it was configurable
+    replace_random = u >= 1.0 - params.random_replace_prob
+    corrupted[where[u < params.mask_replace_prob]] = MASK
     corrupted[where[replace_random]] = rng.integers(NUM_SPECIAL, params.vocab_size, int(replace_random.sum()))
     counts = np.bincount(instance, minlength=len(offsets) - 1)
     return Masked(corrupted, where - offsets[instance], tokens[where], counts)
