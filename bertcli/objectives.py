@@ -77,8 +77,8 @@ def plan_sop_pairs(window: Window, max_num_tokens: int, short_seq_prob: float, d
                    rng: random.Random) -> tuple[Pairs, PairStats]:
     """Every pass over every document, in order, untruncated; `is_random_next` holds the swap label.
 
-    PairStats.dropped_pairs counts chunks of a single sentence with no sentence after it in the
-    document (a one-sentence document, once per pass): nothing to order, so no instance.
+    PairStats.dropped_pairs counts one-sentence documents (once per pass): nothing to put in
+    order, so no instance.
     """
     starts = window.sentence_starts.tolist()
     document_starts = window.document_starts.tolist()
@@ -107,6 +107,7 @@ def document_sop_pairs(starts: list[int], first: int, end: int, max_num_tokens: 
     while i < end:
         # The chunk is sentences [i, j): the fewest that reach the target, or the rest of the document.
         j = bisect_left(starts, starts[i] + target, i + 1, end)
+        following = j  # where the next chunk starts
         if j - i >= 2:
             a = i + 1 + int(draw() * (j - i - 1))  # A is sentences [i, a), B the rest of the chunk
             first_span, second_span = (starts[i], starts[a]), (starts[a], starts[j])
@@ -114,14 +115,20 @@ def document_sop_pairs(starts: list[int], first: int, end: int, max_num_tokens: 
             # One sentence reached the target alone: B is the sentence after it (which still
             # starts the next chunk), as BERT's walk does for an actual next sentence.
             first_span, second_span = (starts[i], starts[j]), (starts[j], starts[j + 1])
+            if j + 1 == end:
+                following = end  # B was the document's last sentence: nothing new is left
+        elif i > first:
+            # The document's last sentence is left alone: it follows the sentence before it, so
+            # no text goes unused (BERT would draw a random B here).
+            first_span, second_span = (starts[i - 1], starts[i]), (starts[i], starts[j])
         else:
-            stats.dropped_pairs += 1
+            stats.dropped_pairs += 1  # a one-sentence document: nothing to put in order
             return
         if draw() < 0.5:
             out.extend((*second_span, *first_span, 1))
         else:
             out.extend((*first_span, *second_span, 0))
-        i = j
+        i = following
 
 
 # ---------------------------------------------------------------------------------------------
