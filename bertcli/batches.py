@@ -143,7 +143,9 @@ class MicroBatches(torch.utils.data.Dataset):
         if self.remask_params is not None:
             rng = np.random.default_rng([self.plan.seed, 1, step, micro, self.rank])
             remask = (self.remask_params, rng)
-        return collate([self.data[int(i)] for i in indices], self.data.max_predictions, remask)
+        # a dynamic rate of its own may mask more positions than the data's masks did
+        width = self.data.max_predictions if self.remask_params is None else self.remask_params.max_predictions
+        return collate([self.data[int(i)] for i in indices], width, remask)
 
 
 def eval_batches(data: PretrainingData, batch_size: int, max_batches: int = 0):

@@ -29,6 +29,12 @@ def _f(default, help: str):
 class DataConfig:
     dir: typing.Union[str, list] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
     masking: str = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
+    masked_lm_prob: typing.Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
+                                                      "(null: the data's --masked-lm-prob)")
+    mask_replace_prob: typing.Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
+                                                         "(null: the data's, 0.8 as BERT)")
+    random_replace_prob: typing.Optional[float] = _f(None, "dynamic masking: share that become a random token, the rest "
+                                                           "stay (null: the data's, 0.1 as BERT)")
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
 
 
@@ -134,13 +140,16 @@ def _type_ok(value, annotation) -> bool:
         return isinstance(value, str)
     if annotation == "typing.Optional[str]":
         return value is None or isinstance(value, str)
+    if annotation == "typing.Optional[float]":
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
     if annotation == "typing.Union[str, list]":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     return True
 
 
 def _type_name(annotation) -> str:
-    return {"typing.Optional[str]": "a string or null", "typing.Union[str, list]": "a path or a list of paths"}.get(
+    return {"typing.Optional[str]": "a string or null", "typing.Optional[float]": "a number or null",
+            "typing.Union[str, list]": "a path or a list of paths"}.get(
         annotation, f"a {annotation}")
 
 
@@ -166,7 +175,7 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
                 continue
             kwargs[key] = _build(SECTIONS[key], value, f"{key}.", problems)
             continue
-        if f.type == "float" and isinstance(value, str):
+        if f.type in ("float", "typing.Optional[float]") and isinstance(value, str):
             # PyYAML reads 1e-4 (no dot) as a string: accept what float() accepts.
             try:
                 value = float(value)
@@ -175,7 +184,7 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
         if not _type_ok(value, f.type):
             problems.append(f"{prefix}{key} must be {_type_name(f.type)}, got {value!r}")
             continue
-        if f.type == "float" and isinstance(value, int):
+        if f.type in ("float", "typing.Optional[float]") and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         kwargs[key] = value
     return cls(**kwargs)
@@ -274,4 +283,21 @@ def validate(c: Config) -> list[str]:
         p.append("system.eval_interval and system.eval_batches must be >= 0")
     if c.data.num_workers < 0:
         p.append("data.num_workers must be >= 0")
+    p.extend(_masking_problems(c.data))
+    return p
+
+
+def _masking_problems(d: DataConfig) -> list[str]:
+    """The dynamic-masking keys: in range, and only with data.masking dynamic (static masks are make-data's)."""
+    p = []
+    keys = {k: getattr(d, k) for k in ("masked_lm_prob", "mask_replace_prob", "random_replace_prob")}
+    given = [k for k, v in keys.items() if v is not None]
+    if given and d.masking != "dynamic":
+        p.append(f"data.{given[0]} applies to data.masking: dynamic only (static masks are the ones make-data wrote); "
+                 "set data.masking: dynamic or drop it")
+    if d.masked_lm_prob is not None and not 0.05 <= d.masked_lm_prob <= 0.5:
+        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between 0.05 and 0.5")
+    split = [v for v in (d.mask_replace_prob, d.random_replace_prob) if v is not None]
+    if any(not 0.0 <= v <= 1.0 for v in split) or sum(split) > 1.0 + 1e-9:
+        p.append("data.mask_replace_prob and data.random_replace_prob must be in [0, 1] and add up to at most 1")
     return p

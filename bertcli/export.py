@@ -2,9 +2,11 @@
 
 `bertcli export` writes, atomically (a temporary directory renamed into place):
 
-    config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]`
+    config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]` (nsp and sop:
+                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm)
     model.safetensors       the checkpoint's weights: bertcli's keys already are HF's (the decoder is
-                            tied to the word embeddings and not stored), float32 or bfloat16
+                            tied to the word embeddings and not stored), float32 or bfloat16; an mlm
+                            model has no pooler and no two-way head, exactly BertForMaskedLM's keys
     tokenizer.json          a `tokenizers` fast tokenizer that gives SentencePiece's ids
     tokenizer_config.json   tokenizer_class PreTrainedTokenizerFast, the special tokens
     special_tokens_map.json for transformers versions that still read it
@@ -39,6 +41,7 @@ from bertcli import __version__
 from bertcli.checkpoint import CONFIG_FILE, load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, replace_dir, write_bytes_atomic, write_json_atomic
+from bertcli.objectives import checkpoint_objective
 from bertcli.shards import load_manifest
 from bertcli.tokenizer import MODEL_FILE, SPECIAL_IDS, SPECIAL_TOKENS, WORD_START, Tokenizer
 
@@ -279,10 +282,10 @@ def write_tokenizer_files(directory: Path, tok: Tokenizer, max_length: int, toke
     write_bytes_atomic(directory / MODEL_FILE, tok.sp.serialized_model_proto())
 
 
-def hf_config(model_config: dict, dtype: str) -> dict:
+def hf_config(model_config: dict, dtype: str, sentence_task: bool = True) -> dict:
     """config.json for transformers' BertConfig, from the checkpoint's model config."""
     return {
-        "architectures": ["BertForPreTraining"],
+        "architectures": ["BertForPreTraining" if sentence_task else "BertForMaskedLM"],
         "model_type": "bert",
         **model_config,
         "position_embedding_type": "absolute",
@@ -367,11 +370,12 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
         tmp.mkdir()
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _readable_by_all(tmp / "model.safetensors")
-        write_json_atomic(tmp / "config.json", hf_config(model_config, dtype))
+        objective = checkpoint_objective(state, ckpt)
+        write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, objective.has_sentence_task))
         write_tokenizer_files(tmp, tok, int(model_config["max_position_embeddings"]), tokenizer_json)
         provenance = {"bertcli_version": __version__, "checkpoint": str(ckpt), "step": state["step"],
                       "tokens_seen": state.get("tokens_seen"), "dtype": dtype, "tokenizer_sha256": tok.sha256,
-                      "data_signature": state.get("data_signature")}
+                      "data_signature": state.get("data_signature"), "objective": objective.name}
         write_json_atomic(tmp / PROVENANCE_FILE, provenance)
         replace_dir(tmp, final)
     except OSError as e:

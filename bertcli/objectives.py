@@ -23,6 +23,7 @@ Not here: masking (instances.mask_tokens serves every objective), files, process
 
 from __future__ import annotations
 
+import math
 import random
 from array import array
 from bisect import bisect_left
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertcli.errors import DataError, UsageError
-from bertcli.instances import CLS, SEP, Pairs, PairStats, Window, _starts
+from bertcli.instances import CLS, SEP, MaskingParams, Pairs, PairStats, Window, _starts
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,31 @@ def manifest_objective(manifest: dict, where="the data manifest") -> Objective:
     if name not in OBJECTIVES:
         raise DataError(f"{where}: options.objective is {name!r}, not one of {', '.join(OBJECTIVES)}; rebuild the data")
     return OBJECTIVES[name]
+
+
+def checkpoint_objective(state: dict, ckpt) -> Objective:
+    """The objective a checkpoint was trained for (its data signature; checkpoints from before objectives: nsp)."""
+    name = (state.get("data_signature") or {}).get("objective", DEFAULT)
+    if name not in OBJECTIVES:
+        raise DataError(f"checkpoint {ckpt}: data_signature.objective is {name!r}, not one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def dynamic_masking(options: dict, max_seq_length: int, max_predictions: int, vocab_size: int,
+                    word_starts: np.ndarray | None, masked_lm_prob: float | None = None,
+                    mask_replace_prob: float | None = None, random_replace_prob: float | None = None) -> MaskingParams:
+    """Masking for pretrain's dynamic masks: the data's options (a manifest's), each overridable.
+
+    A rate of its own gets max_predictions derived as make-data derives it (ceil(length x rate)),
+    so a 30 % rate on data made at 15 % is not capped at the data's 20 positions.
+    """
+    rate = options["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob
+    if masked_lm_prob is not None and masked_lm_prob != options["masked_lm_prob"]:
+        max_predictions = min(max(1, math.ceil(max_seq_length * masked_lm_prob - 1e-9)), max_seq_length - 3)
+    return MaskingParams(
+        rate, max_predictions, vocab_size, bool(options.get("whole_word_mask")), word_starts,
+        options.get("mask_replace_prob", 0.8) if mask_replace_prob is None else mask_replace_prob,
+        options.get("random_replace_prob", 0.1) if random_replace_prob is None else random_replace_prob)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def print_make_data_report(manifest: dict, out: Path) -> None:
 
 
 EVAL_ROWS = ("masked_lm_accuracy", "baseline_masked_lm_accuracy", "masked_lm_loss", "perplexity",
-             "next_sentence_accuracy", "baseline_next_sentence_accuracy", "next_sentence_loss", "loss",
+             "next_sentence_accuracy", "baseline_next_sentence_accuracy", "next_sentence_loss",
+             "sentence_order_accuracy", "baseline_sentence_order_accuracy", "sentence_order_loss", "loss",
              "examples", "masked_tokens", "global_step")
 
 

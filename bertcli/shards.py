@@ -33,6 +33,7 @@ import numpy as np
 
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import atomic_path, read_json, sha256_file
+from bertcli.objectives import get_objective, manifest_objective
 
 FORMAT = "bertcli-pretraining-data"
 FORMAT_VERSION = 1
@@ -242,7 +243,8 @@ SIGNATURE_OPTIONS = ("max_seq_length", "max_predictions")
 def data_signature(manifest: dict) -> dict:
     return {"tokenizer_sha256": manifest["tokenizer"].get("sha256"),
             "vocab_size": manifest["tokenizer"].get("vocab_size"),
-            **{k: manifest["options"].get(k) for k in SIGNATURE_OPTIONS}}
+            **{k: manifest["options"].get(k) for k in SIGNATURE_OPTIONS},
+            "objective": manifest_objective(manifest).name}
 
 
 class PretrainingData:
@@ -262,6 +264,9 @@ class PretrainingData:
         self.signature = data_signature(self.manifests[0])
         for d, m in zip(dirs[1:], self.manifests[1:]):
             other = data_signature(m)
+            if other["objective"] != self.signature["objective"]:
+                raise UsageError(f"{d} was made with --objective {other['objective']} but {dirs[0]} with "
+                                 f"{self.signature['objective']}; a run trains one objective: list data of one objective in data.dir")
             for key, value in self.signature.items():
                 if other[key] != value:
                     raise UsageError(f"{d} was made with {key}={other[key]} but {dirs[0]} with {value}; "
@@ -294,6 +299,11 @@ class PretrainingData:
     @property
     def vocab_size(self) -> int:
         return int(self.signature["vocab_size"])
+
+    @property
+    def objective(self):
+        """The `objectives.Objective` the data was made for (nsp, sop or mlm)."""
+        return get_objective(self.signature["objective"])
 
     def __len__(self) -> int:
         return int(self.cumulative[-1])

@@ -33,7 +33,7 @@ from bertcli.console import console
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic
-from bertcli.instances import MaskingParams
+from bertcli.objectives import dynamic_masking
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
@@ -164,6 +164,10 @@ def _check_resume(state: dict, model_cfg: BertConfig, data: PretrainingData, ckp
         diff = [k for k, v in asdict(model_cfg).items() if state["model_config"].get(k) != v]
         raise UsageError(f"checkpoint {ckpt} is a model with different {', '.join(diff)}; resume with the same "
                          "model settings or start a new out_dir")
+    trained_for = state.get("data_signature", {}).get("objective", "nsp")
+    if trained_for != data.objective.name:
+        raise UsageError(f"checkpoint {ckpt} was trained with objective {trained_for}, data.dir holds {data.objective.name} "
+                         "data; resume on the same data, or start a new out_dir with train.init_from")
     if state.get("data_signature", {}).get("tokenizer_sha256") != data.signature["tokenizer_sha256"]:
         raise UsageError(f"checkpoint {ckpt} was trained on data from another tokenizer; use the same data.dir")
     if state.get("global_batch_size") != config.train.global_batch_size:
@@ -202,8 +206,9 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
     run_dir = Path(config.out_dir)
     ckpt = _prepare_run_dir(config, resume, overwrite, runtime)
 
+    objective = data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
     torch.manual_seed(config.seed)
-    model = BertForPreTraining(model_cfg, speed_settings(s))
+    model = BertForPreTraining(model_cfg, speed_settings(s), sentence_task=objective.has_sentence_task)
     state = {"step": 0, "tokens_seen": 0, "elapsed": 0.0}
     if ckpt is not None:
         state = read_state(ckpt)
@@ -237,8 +242,9 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                 raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
                                  f"{tok.path} has changed since the data was made")
             word_starts = tok.word_starts()
-        remask = MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
-                               bool(opts.get("whole_word_mask")), word_starts)
+        d = config.data
+        remask = dynamic_masking(opts, data.max_seq_length, data.max_predictions, data.vocab_size, word_starts,
+                                 d.masked_lm_prob, d.mask_replace_prob, d.random_replace_prob)
 
     forward_model = torch.compile(model) if s.compile else model
     if runtime.distributed:
@@ -276,12 +282,15 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
         metrics = None
         if runtime.is_main and len(validation):
             metrics = evaluate(model, eval_batches(validation, t.micro_batch_size, s.eval_batches),
-                               runtime.device, runtime.autocast)
+                               runtime.device, runtime.autocast, objective)
             log.write({"step": at_step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            sentence = ""
+            if objective.has_sentence_task:
+                stem = objective.sentence_metric
+                sentence = (f"{stem}_accuracy {metrics[f'{stem}_accuracy']:.4f} "
+                            f"(baseline {metrics[f'baseline_{stem}_accuracy']:.4f}), ")
             console.print(f"[bold]eval[/bold] step {at_step}: masked_lm_accuracy {metrics['masked_lm_accuracy']:.4f} "
-                          f"(baseline {metrics['baseline_masked_lm_accuracy']:.4f}), next_sentence_accuracy "
-                          f"{metrics['next_sentence_accuracy']:.4f} (baseline {metrics['baseline_next_sentence_accuracy']:.4f}), "
-                          f"loss {metrics['loss']:.4f}")
+                          f"(baseline {metrics['baseline_masked_lm_accuracy']:.4f}), {sentence}loss {metrics['loss']:.4f}")
         if runtime.distributed:
             dist.barrier()
         return metrics
@@ -292,10 +301,10 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
     def elapsed_total() -> float:
         return previous_elapsed + time.perf_counter() - started
 
-    window = _Window()
+    window = _Window(objective.sentence_log)
     last_saved = step if ckpt is not None else -1
     last_eval = None
-    progress = _ProgressBar(runtime.is_main and show_progress, step, t.max_steps)
+    progress = _ProgressBar(runtime.is_main and show_progress, step, t.max_steps, objective.sentence_log)
     batches = iter(loader)
     with StopRequest() as stop, progress:
         while step < t.max_steps:
@@ -324,7 +333,9 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                     with runtime.autocast():
                         out = forward_model(**batch.model_inputs(padded))
                     # Sum-normalised by global counts; DDP averages over ranks, so scale back up by world.
-                    loss = out.mlm_loss_sum / max(masked, 1) + out.nsp_loss_sum / t.global_batch_size
+                    loss = out.mlm_loss_sum / max(masked, 1)
+                    if objective.has_sentence_task:
+                        loss = loss + out.nsp_loss_sum / t.global_batch_size
                     scaler.scale(loss * world).backward()
                 window.add(out, n_tokens, len(batch.next_sentence_labels))
             scaler.unscale_(optimizer)
@@ -364,9 +375,13 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
 
 
 class _Window:
-    """Metric sums over the current log window (kept on the device; synced only when logging)."""
+    """Metric sums over the current log window (kept on the device; synced only when logging).
 
-    def __init__(self):
+    `sentence_log` names the sentence task's metrics (nsp_loss / sop_loss); None (mlm): there are none.
+    """
+
+    def __init__(self, sentence_log: str | None = "nsp"):
+        self.sentence_log = sentence_log
         self.reset()
         self.step_tokens = 0
         self._step_mlm = self._step_nsp = 0.0
@@ -378,12 +393,15 @@ class _Window:
         self.grad_norms, self.lr, self.steps = [], 0.0, 0
 
     def add(self, out, n_tokens: int, n_examples: int) -> None:
-        mlm, nsp = out.mlm_loss_sum.detach(), out.nsp_loss_sum.detach()
+        mlm = out.mlm_loss_sum.detach()
         self._step_mlm = self._step_mlm + mlm
-        self._step_nsp = self._step_nsp + nsp
         self.step_tokens += n_tokens
-        for key, value in (("mlm_loss", mlm), ("mlm_correct", out.mlm_correct), ("masked", out.masked_count),
-                           ("nsp_loss", nsp), ("nsp_correct", out.nsp_correct)):
+        sums = [("mlm_loss", mlm), ("mlm_correct", out.mlm_correct), ("masked", out.masked_count)]
+        if self.sentence_log:
+            nsp = out.nsp_loss_sum.detach()
+            self._step_nsp = self._step_nsp + nsp
+            sums += [("nsp_loss", nsp), ("nsp_correct", out.nsp_correct)]
+        for key, value in sums:
             self.sums[key] = self.sums[key] + value.float()
         self.sums["examples"] += n_examples
         self.sums["tokens"] += n_tokens
@@ -406,21 +424,22 @@ class _Window:
         seconds = max(now - self.started, 1e-9)
         mlm_loss = totals["mlm_loss"] / max(totals["masked"], 1)
         nsp_loss = totals["nsp_loss"] / max(totals["examples"], 1)
-        record = {
-            "step": step, "tokens_seen": tokens_seen, "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss,
-            "mlm_accuracy": totals["mlm_correct"] / max(totals["masked"], 1), "nsp_loss": nsp_loss,
-            "nsp_accuracy": totals["nsp_correct"] / max(totals["examples"], 1), "lr": self.lr,
-            "grad_norm": float(np.mean(self.grad_norms)) if self.grad_norms else 0.0,
-            "tokens_per_second": totals["tokens"] / seconds, "elapsed": elapsed,
-        }
+        record = {"step": step, "tokens_seen": tokens_seen, "loss": mlm_loss, "mlm_loss": mlm_loss,
+                  "mlm_accuracy": totals["mlm_correct"] / max(totals["masked"], 1)}
+        if self.sentence_log:  # nsp_loss / nsp_accuracy, or sop_loss / sop_accuracy
+            record["loss"] = mlm_loss + nsp_loss
+            record[f"{self.sentence_log}_loss"] = nsp_loss
+            record[f"{self.sentence_log}_accuracy"] = totals["nsp_correct"] / max(totals["examples"], 1)
+        record.update({"lr": self.lr, "grad_norm": float(np.mean(self.grad_norms)) if self.grad_norms else 0.0,
+                       "tokens_per_second": totals["tokens"] / seconds, "elapsed": elapsed})
         self.reset()
         self.started = now
         return record
 
 
 class _ProgressBar:
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled, self.start, self.total = enabled, start, total
+    def __init__(self, enabled: bool, start: int, total: int, sentence_log: str | None = "nsp"):
+        self.enabled, self.start, self.total, self.sentence_log = enabled, start, total, sentence_log
         self.interactive = console.is_terminal
 
     def __enter__(self):
@@ -435,8 +454,8 @@ class _ProgressBar:
     def update(self, step: int, r: dict) -> None:
         if not self.enabled:
             return
-        info = (f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} nsp_acc {r['nsp_accuracy']:.3f} "
-                f"{r['tokens_per_second']:,.0f} tok/s")
+        sentence = f"{self.sentence_log}_acc {r[f'{self.sentence_log}_accuracy']:.3f} " if self.sentence_log else ""
+        info = f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} {sentence}{r['tokens_per_second']:,.0f} tok/s"
         if self.interactive:
             self.bar.update(self.task, completed=step, info=info)
         else:

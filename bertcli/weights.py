@@ -17,6 +17,7 @@ from bertcli.checkpoint import STATE_FILE, load_weights, read_state, resolve_che
 from bertcli.errors import DataError, UsageError
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
+SENTENCE_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # what only nsp and sop models have
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -33,9 +34,18 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(model: torch.nn.Module, path: Path) -> None:
-    """Copy weights into `model`, naming any missing, unexpected or mis-shaped key."""
+    """Copy weights into `model`, naming any missing, unexpected or mis-shaped key.
+
+    The sentence head (pooler and two-way classifier) may differ between objectives: weights of
+    an nsp/sop model leave theirs out in an mlm model, and an mlm model's weights leave a
+    sop/nsp model's head as initialised.
+    """
     weights = {k: v for k, v in read_weights(path).items() if k not in DERIVED_KEYS}
     own = model.state_dict()
+    weights = {k: v for k, v in weights.items() if k in own or not k.startswith(SENTENCE_HEAD)}
+    own_head = {k: v for k, v in own.items() if k.startswith(SENTENCE_HEAD)}
+    if own_head and not any(k.startswith(SENTENCE_HEAD) for k in weights):
+        weights.update(own_head)
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     if missing or unexpected:
