@@ -10,12 +10,17 @@ A shard is a safetensors file (no pickle, memory-mappable) of ragged arrays, no 
 
     input_ids           [tokens]   uint16 (int32 if the vocab exceeds 65536): masks applied
     offsets             [n+1]      int64: instance i is input_ids[offsets[i]:offsets[i+1]]
-    segment_b_start     [n]        int32: position of B's first token (segment id 1 from here)
-    next_sentence_labels[n]        uint8: 1 = B is random, 0 = B is the actual next (Google's)
+    segment_b_start     [n]        int32: position of B's first token (segment id 1 from here);
+                                   the instance's length for mlm (no segment B)
+    next_sentence_labels[n]        uint8: 1 = B is random, 0 = B is the actual next (Google's);
+                                   sop: 1 = A and B swapped; mlm: always 0
     fallback            [n]        uint8: 1 = a random B was wanted but none could be drawn
     masked_positions    [m]        int32: positions inside the instance, ascending per instance
     masked_offsets      [n+1]      int64: instance i's masks are masked_*[masked_offsets[i]:...[i+1]]
     masked_ids          [m]        the original token at each masked position (the MLM label)
+
+The manifest's `options.objective` (nsp, sop or mlm; absent in data made before it existed:
+nsp) says how to read the labels; shards of different objectives are not read as one dataset.
 
 The unmasked tokens are input_ids with masked_ids written back at masked_positions, so
 training can re-mask dynamically. This module knows the format; it does not create examples.
