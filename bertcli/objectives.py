@@ -18,7 +18,8 @@ next-sentence pairs, and reuse its `Window`, `Pairs`, `truncate` and `assemble`:
   sequence, so only the last sequence is short. With `cross_document=False` every document is
   packed alone (its last sequence is short). Segment ids are all 0.
 
-Not here: masking (instances.mask_tokens serves every objective), files, processes.
+Masking itself is instances.mask_tokens for every objective; `dynamic_masking` only chooses its
+parameters for pretrain. Not here: files, processes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertcli.errors import DataError, UsageError
-from bertcli.instances import CLS, SEP, MaskingParams, Pairs, PairStats, Window, _starts
+from bertcli.instances import CLS, SEP, MaskingParams, Pairs, PairStats, Window
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,16 @@ def get_objective(name: str | None) -> Objective:
 def manifest_objective(manifest: dict, where="the data manifest") -> Objective:
     """The objective a make-data output was built for; a crafted value is a one-line error."""
     name = manifest.get("options", {}).get("objective", DEFAULT)
-    if name not in OBJECTIVES:
+    if not isinstance(name, str) or name not in OBJECTIVES:
         raise DataError(f"{where}: options.objective is {name!r}, not one of {', '.join(OBJECTIVES)}; rebuild the data")
     return OBJECTIVES[name]
 
 
 def checkpoint_objective(state: dict, ckpt) -> Objective:
     """The objective a checkpoint was trained for (its data signature; checkpoints from before objectives: nsp)."""
-    name = (state.get("data_signature") or {}).get("objective", DEFAULT)
-    if name not in OBJECTIVES:
+    signature = state.get("data_signature")
+    name = signature.get("objective", DEFAULT) if isinstance(signature, dict) else DEFAULT
+    if not isinstance(name, str) or name not in OBJECTIVES:
         raise DataError(f"checkpoint {ckpt}: data_signature.objective is {name!r}, not one of {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]
 
@@ -87,13 +89,19 @@ def dynamic_masking(options: dict, max_seq_length: int, max_predictions: int, vo
     A rate of its own gets max_predictions derived as make-data derives it (ceil(length x rate)),
     so a 30 % rate on data made at 15 % is not capped at the data's 20 positions.
     """
-    rate = options["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob
-    if masked_lm_prob is not None and masked_lm_prob != options["masked_lm_prob"]:
-        max_predictions = min(max(1, math.ceil(max_seq_length * masked_lm_prob - 1e-9)), max_seq_length - 3)
+    data = {}  # the data's own values (data made before the split was configurable: BERT's 0.8 / 0.1)
+    for key, default in (("masked_lm_prob", None), ("mask_replace_prob", 0.8), ("random_replace_prob", 0.1)):
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise DataError(f"the data manifest's options.{key} is {value!r}, not a share in [0, 1]; rebuild the data")
+        data[key] = float(value)
+    rate = data["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob
+    if rate != data["masked_lm_prob"]:
+        max_predictions = min(max(1, math.ceil(max_seq_length * rate - 1e-9)), max_seq_length - 3)
     return MaskingParams(
         rate, max_predictions, vocab_size, bool(options.get("whole_word_mask")), word_starts,
-        options.get("mask_replace_prob", 0.8) if mask_replace_prob is None else mask_replace_prob,
-        options.get("random_replace_prob", 0.1) if random_replace_prob is None else random_replace_prob)
+        data["mask_replace_prob"] if mask_replace_prob is None else mask_replace_prob,
+        data["random_replace_prob"] if random_replace_prob is None else random_replace_prob)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def pack_sequences(window: Window, max_seq_length: int, cross_document: bool = T
         return Packed(empty, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
     begin, stop = (np.array(c, dtype=np.int64) for c in zip(*cuts))
     lengths = stop - begin + 2
-    offsets = _starts(lengths)
+    offsets = _offsets(lengths)
     # One gather: position p of sequence k reads stream[begin[k] + p - 1], [CLS] and [SEP] from the end.
     source = np.concatenate([stream, np.array([CLS, SEP], dtype=stream.dtype)])
     sequence_of = np.repeat(np.arange(len(begin)), lengths)
@@ -226,7 +234,12 @@ def _cut(is_separator: np.ndarray, start: int, end: int, capacity: int) -> list[
 def take_sequences(tokens: np.ndarray, offsets: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sequences `order[0], order[1], ...` of a ragged array (repeats allowed), end to end: (tokens, offsets)."""
     lengths = np.diff(offsets)[order]
-    new_offsets = _starts(lengths)
+    new_offsets = _offsets(lengths)
     sequence_of = np.repeat(np.arange(len(order)), lengths)
     index = offsets[order][sequence_of] + np.arange(int(new_offsets[-1])) - new_offsets[sequence_of]
     return tokens[index], new_offsets
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """[0, l0, l0 + l1, ...]: where each of the ragged rows starts, and the end."""
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)

@@ -238,6 +238,7 @@ def load_manifest(data_dir: Path) -> dict:
     for key in ("tokenizer", "options", "splits"):
         if not isinstance(manifest.get(key), dict):
             raise DataError(f"{path}: key {key!r} is missing or malformed; the manifest was edited, rebuild the data")
+    manifest_objective(manifest, path)
     return manifest
 
 
