@@ -279,3 +279,16 @@ def test_sop_on_single_sentence_documents_is_refused(tmp_path, tokenizer_dir):
     assert not (tmp_path / "out").exists()
     ok = run_cli("make-data", corpus, "-t", tokenizer_dir, "-o", tmp_path / "mlm", "--objective", "mlm", "--workers", "1")
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("crafted", ["electra", ["mlm"], None])
+def test_a_crafted_objective_in_the_manifest_is_one_line(tmp_path, data_dir, cli, crafted):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["options"]["objective"] = crafted
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = cli("show-data", copy, "--json")
+    assert code == 1 and "options.objective" in err and "Traceback" not in err
