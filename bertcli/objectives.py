@@ -18,7 +18,7 @@ next-sentence pairs, and reuse its `Window`, `Pairs`, `truncate` and `assemble`:
   sequence, so only the last sequence is short. With `cross_document=False` every document is
   packed alone (its last sequence is short). Segment ids are all 0.
 
-Masking itself is instances.mask_tokens for every objective; `dynamic_masking` only chooses its
+Masking itself is instances.mask_tokens for every objective; `remask_params` only chooses its
 parameters for pretrain. Not here: files, processes.
 """
 
@@ -81,7 +81,7 @@ def checkpoint_objective(state: dict, ckpt) -> Objective:
     return OBJECTIVES[name]
 
 
-def dynamic_masking(options: dict, max_seq_length: int, max_predictions: int, vocab_size: int,
+def remask_params(options: dict, max_seq_length: int, max_predictions: int, vocab_size: int,
                     word_starts: np.ndarray | None, masked_lm_prob: float | None = None,
                     mask_replace_prob: float | None = None, random_replace_prob: float | None = None) -> MaskingParams:
     """Masking for pretrain's dynamic masks: the data's options (a manifest's), each overridable.

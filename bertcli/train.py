@@ -33,7 +33,7 @@ from bertcli.console import console
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic
-from bertcli.objectives import dynamic_masking
+from bertcli.objectives import remask_params
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
@@ -243,7 +243,7 @@ def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress
                                  f"{tok.path} has changed since the data was made")
             word_starts = tok.word_starts()
         d = config.data
-        remask = dynamic_masking(opts, data.max_seq_length, data.max_predictions, data.vocab_size, word_starts,
+        remask = remask_params(opts, data.max_seq_length, data.max_predictions, data.vocab_size, word_starts,
                                  d.masked_lm_prob, d.mask_replace_prob, d.random_replace_prob)
 
     forward_model = torch.compile(model) if s.compile else model

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from bertcli.batches import BatchPlan, MicroBatches
+from bertcli.batches import collate
 from bertcli.config import load_config
 from bertcli.errors import UsageError
 from bertcli.evaluate import load_model, run_eval
 from bertcli.make_data import MakeDataOptions, make_data
 from bertcli.model import IGNORE_INDEX
-from bertcli.objectives import dynamic_masking
+from bertcli.objectives import remask_params
 from bertcli.shards import PretrainingData
 from bertcli.train import pretrain
 from conftest import SAMPLE, tiny_config, tiny_overrides
@@ -106,19 +106,27 @@ def test_init_from_another_objective_keeps_what_fits(runs, objective_data, tmp_p
 def test_dynamic_masking_at_its_own_rate_and_split(objective_data):
     data = PretrainingData(objective_data / "mlm", "train")
     options = data.manifests[0]["options"]
-    params = dynamic_masking(options, data.max_seq_length, data.max_predictions, data.vocab_size, None, 0.3, 1.0, 0.0)
+    params = remask_params(options, data.max_seq_length, data.max_predictions, data.vocab_size, None, 0.3, 1.0, 0.0)
     assert data.max_predictions == 10 and params.max_predictions == 20  # ceil(64 x 0.3)
-    batches = MicroBatches(data, BatchPlan(len(data), 64, 64, 1, 0), 0, params)
     masked = tokens = 0
     for k in range(4):
-        batch = batches[k]
+        examples = [data[i] for i in range(64 * k, 64 * (k + 1))]
+        batch = collate(examples, params.max_predictions, (params, np.random.default_rng(k)))
         real = batch.masked_labels != IGNORE_INDEX
         shown = batch.input_ids.gather(1, batch.masked_positions)[real]
         assert (shown == 4).all()  # 100 % [MASK]
         masked, tokens = masked + int(real.sum()), tokens + batch.num_tokens
     assert masked / tokens == pytest.approx(0.3, abs=0.01)
-    same = dynamic_masking(options, data.max_seq_length, data.max_predictions, data.vocab_size, None)
+    same = remask_params(options, data.max_seq_length, data.max_predictions, data.vocab_size, None)
     assert (same.masked_lm_prob, same.max_predictions, same.mask_replace_prob, same.random_replace_prob) == (0.15, 10, 0.8, 0.1)
+
+
+def test_pretrain_masks_dynamically_at_its_own_rate(objective_data, tmp_path):
+    # 30 % of 64 tokens needs 20 masked slots where the data's 15 % had 10: batches must widen
+    summary = pretrain(tiny_config(objective_data / "mlm", tmp_path / "run", "train.max_steps=2", "data.masking=dynamic",
+                                   "data.masked_lm_prob=0.3"), show_progress=False)
+    records = [r for r in metric_records(tmp_path / "run") if "mlm_loss" in r]
+    assert summary["step"] == 2 and records
 
 
 @pytest.mark.parametrize("assignment,expected", [
