@@ -34,7 +34,7 @@ from bertcli.corpus import Corpus
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, sha256_file, write_json_atomic
 from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, plan_pairs, truncate
-from bertcli.objectives import OBJECTIVES, pack_sequences, plan_sop_pairs, take_sequences
+from bertcli.objectives import OBJECTIVES, packed_instances, plan_sop_pairs
 from bertcli.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, Examples, token_dtype, write_shard
 from bertcli.tokenizer import Tokenizer
 
@@ -145,17 +145,12 @@ def build_window(split: str, index: int, documents: list[list[str]], opts: MakeD
     window = Window.from_encoded(tok.encode([s for doc in documents for s in doc]), [len(doc) for doc in documents])
     seed = window_seed(opts.seed, split, index)
     rng = np.random.default_rng(seed)
-    counters = {}
     if opts.objective == "mlm":
-        packed = pack_sequences(window, opts.max_seq_length, opts.cross_document)
-        # RoBERTa's static masking: every pass is the same sequences with other masks, all shuffled
-        n = len(packed.offsets) - 1
-        order = rng.permutation(n * opts.dupe_factor) % max(n, 1)
-        tokens, offsets = take_sequences(packed.tokens, packed.offsets, order)
+        tokens, offsets, sequence_documents = packed_instances(window, opts.max_seq_length, opts.cross_document,
+                                                               opts.dupe_factor, rng)
         segment_b_start = np.diff(offsets).astype(np.int32)  # no segment B: every segment id is 0
-        labels = fallback = np.zeros(len(order), dtype=np.uint8)
-        counters = {"dropped_pairs": 0, "long_sentences": 0,
-                    "sequence_documents": int(packed.documents.sum()) * opts.dupe_factor}
+        labels = fallback = np.zeros(len(offsets) - 1, dtype=np.uint8)
+        counters = {"dropped_pairs": 0, "long_sentences": 0, "sequence_documents": sequence_documents}
     else:
         plan = plan_pairs if opts.objective == "nsp" else plan_sop_pairs
         pairs, stats = plan(window, opts.max_seq_length - 3, opts.short_seq_prob, opts.dupe_factor,

@@ -231,6 +231,19 @@ def _cut(is_separator: np.ndarray, start: int, end: int, capacity: int) -> list[
     return cuts
 
 
+def packed_instances(window: Window, max_seq_length: int, cross_document: bool, dupe_factor: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """The window packed, every sequence dupe_factor times, shuffled: (tokens, offsets, documents summed over sequences).
+
+    RoBERTa's static masking: each pass is the same sequences, to be masked differently.
+    """
+    packed = pack_sequences(window, max_seq_length, cross_document)
+    n = len(packed.offsets) - 1
+    order = rng.permutation(n * dupe_factor) % max(n, 1)
+    tokens, offsets = take_sequences(packed.tokens, packed.offsets, order)
+    return tokens, offsets, int(packed.documents.sum()) * dupe_factor
+
+
 def take_sequences(tokens: np.ndarray, offsets: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sequences `order[0], order[1], ...` of a ragged array (repeats allowed), end to end: (tokens, offsets)."""
     lengths = np.diff(offsets)[order]
