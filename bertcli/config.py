@@ -9,6 +9,7 @@ reported at once, each naming its key. YAML is read with `safe_load` only.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -186,6 +187,9 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
             continue
         if f.type in ("float", "typing.Optional[float]") and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{prefix}{key} must be a finite number, got {value}")
+            continue
         kwargs[key] = value
     return cls(**kwargs)
 
