@@ -1,7 +1,7 @@
 """Does pretrain's start-up cost grow with the dataset? Start-up time and peak memory, 10^6 → 10^8.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1e6 1e7 1e8] [--cache DIR] [--steps 20]
-        [--workers 1] [--baseline GIT_REF] [--clean]
+        [--workers 1] [--repeat 1] [--baseline GIT_REF] [--clean]
 
 Generates training sets of the given numbers of instances, written directly in make-data's
 shard format (100,000 instances a shard, tiny sequences of at most 16 tokens, tiled from a real
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--baseline", help="a git revision to compare with, e.g. main")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size and code; the least start-up time "
+                        "and RSS are reported (other processes on the machine only ever add)")
     parser.add_argument("--clean", action="store_true", help="delete the generated datasets afterwards")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes]
@@ -175,7 +177,9 @@ def main() -> None:
             print(f"{n:>11,} instances: data ready in {time.perf_counter() - started:.1f}s "
                   f"({sum(f.stat().st_size for f in (data / 'train').iterdir()) / 2**30:.2f} GiB)", flush=True)
             for label, code in codes.items():
-                results[label, n] = run_pretrain(code, data, tmp / f"run-{label}-{n}", args.steps, args.workers)
+                runs = [run_pretrain(code, data, tmp / f"run-{label}-{n}", args.steps, args.workers) for _ in range(args.repeat)]
+                ok = [r for r in runs if "error" not in r]
+                results[label, n] = {k: min(r[k] for r in ok) if ok[0][k] is not None else None for k in ok[0]} if ok else runs[0]
                 print(f"    {label}: {results[label, n]}", flush=True)
     finally:
         if args.baseline:

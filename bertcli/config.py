@@ -11,13 +11,24 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
+from typing import Literal, Optional, Union
 
 import yaml
 
 from bertcli.errors import UsageError
+from bertcli.model import DATA_FIELDS, BertConfig, config_problems
+
+# YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
+# bomb expands to gigabytes, deep nesting exhausts the recursion limit), refused before it grows.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_ALIASES = 64
+_show = reprlib.Repr()  # bounded repr for error messages: never echo an expanded value in full
+_show.maxstring, _show.maxother, _show.maxlevel, _show.maxlist, _show.maxdict = 40, 40, 2, 4, 4
 
 
 def _f(default, help: str):
@@ -28,30 +39,24 @@ def _f(default, help: str):
 
 @dataclass
 class DataConfig:
-    dir: typing.Union[str, list] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
-    masking: str = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
-    masked_lm_prob: typing.Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
-                                                      "(null: the data's --masked-lm-prob)")
-    mask_replace_prob: typing.Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
-                                                         "(null: the data's, 0.8 as BERT)")
-    random_replace_prob: typing.Optional[float] = _f(None, "dynamic masking: share that become a random token, the rest "
-                                                           "stay (null: the data's, 0.1 as BERT)")
+    dir: Union[str, list[str]] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
+    masking: Literal["static", "dynamic"] = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
+    masked_lm_prob: Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
+                                               "(null: the data's --masked-lm-prob)")
+    mask_replace_prob: Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
+                                                  "(null: the data's, 0.8 as BERT)")
+    random_replace_prob: Optional[float] = _f(None, "dynamic masking: share that become a random token, the rest "
+                                                    "stay (null: the data's, 0.1 as BERT)")
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
 
 
-@dataclass
-class ModelConfig:
-    hidden_size: int = _f(768, "width of every layer")
-    num_hidden_layers: int = _f(12, "encoder layers")
-    num_attention_heads: int = _f(12, "attention heads per layer (must divide hidden_size)")
-    intermediate_size: int = _f(3072, "width of the feed-forward layer")
-    max_position_embeddings: int = _f(512, "longest sequence the model can take (>= the data's max_seq_length)")
-    type_vocab_size: int = _f(2, "segment types (2: A and B)")
-    hidden_dropout_prob: float = _f(0.1, "dropout on embeddings and sublayer outputs")
-    attention_probs_dropout_prob: float = _f(0.1, "dropout on attention probabilities")
-    hidden_act: str = _f("gelu", "gelu (exact, HF's), gelu_new (tanh approximation, Google's) or relu")
-    initializer_range: float = _f(0.02, "std of the normal initialisation of weights")
-    layer_norm_eps: float = _f(1e-12, "LayerNorm epsilon")
+# The model section is BertConfig less what the data decides: one definition, in model.py.
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [(f.name, typing.get_type_hints(BertConfig)[f.name], field(default=f.default, metadata=f.metadata))
+     for f in fields(BertConfig) if f.name not in DATA_FIELDS])
+ModelConfig.__module__ = __name__
+ModelConfig.__doc__ = "The model's architecture: model.BertConfig's fields except vocab_size and pad_token_id."
 
 
 @dataclass
@@ -59,22 +64,22 @@ class TrainConfig:
     global_batch_size: int = _f(256, "sequences per optimizer step, over all ranks and accumulation steps")
     micro_batch_size: int = _f(32, "sequences per forward/backward on one rank; accumulation is derived")
     max_steps: int = _f(1000, "optimizer steps; the schedule decays to zero here")
-    max_time: typing.Optional[str] = _f(None, "stop early after this wall-clock time, e.g. 15m or 2h (null: no limit)")
+    max_time: Optional[str] = _f(None, "stop early after this wall-clock time, e.g. 15m or 2h (null: no limit)")
     learning_rate: float = _f(1e-4, "peak learning rate")
     warmup_steps: int = _f(100, "steps of linear warmup from 0")
-    schedule: str = _f("linear", "after warmup: linear (to 0), cosine (to 0) or constant")
+    schedule: Literal["linear", "cosine", "constant"] = _f("linear", "after warmup: linear (to 0), cosine (to 0) or constant")
     weight_decay: float = _f(0.01, "decoupled weight decay (not on biases and LayerNorm)")
     adam_beta1: float = _f(0.9, "AdamW beta1")
     adam_beta2: float = _f(0.999, "AdamW beta2")
     adam_epsilon: float = _f(1e-6, "AdamW epsilon")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0: off)")
-    init_from: typing.Optional[str] = _f(None, "load weights only from a checkpoint or exported directory")
+    init_from: Optional[str] = _f(None, "load weights only from a checkpoint or exported directory")
 
 
 @dataclass
 class SystemConfig:
-    device: str = _f("auto", "auto (cuda when available), cpu or cuda")
-    precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto (cuda when available), cpu or cuda")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16")
     compile: bool = _f(False, "torch.compile the model")
     sparse_last_layer: bool = _f(False, "compute the last encoder layer only at [CLS] and the masked positions, the only "
                                         "rows the heads read: same model, up to 1/num_hidden_layers less encoder work, "
@@ -113,9 +118,6 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "system": SystemConfig}
-CHOICES = {"data.masking": ("static", "dynamic"), "model.hidden_act": ("gelu", "gelu_new", "relu"),
-           "train.schedule": ("linear", "cosine", "constant"), "system.device": ("auto", "cpu", "cuda"),
-           "system.precision": ("auto", "fp32", "bf16", "fp16")}
 
 
 def parse_duration(text: str) -> float:
@@ -129,29 +131,37 @@ def parse_duration(text: str) -> float:
     return h * 3600 + m * 60 + s
 
 
-def _type_ok(value, annotation) -> bool:
-    hint = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
+def _type_ok(value, hint) -> bool:
+    """Whether a YAML value fits a field's type hint (int, float, bool, str, Literal, Optional, Union, list[X])."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is bool:
-        return isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    if annotation == "typing.Optional[str]":
-        return value is None or isinstance(value, str)
-    if annotation == "typing.Optional[float]":
-        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-    if annotation == "typing.Union[str, list]":
-        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-    return True
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin is Union:
+        return any(_type_ok(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    raise TypeError(f"config field type {hint} is not handled")  # a bug in this file, not a user error
 
 
-def _type_name(annotation) -> str:
-    return {"typing.Optional[str]": "a string or null", "typing.Optional[float]": "a number or null",
-            "typing.Union[str, list]": "a path or a list of paths"}.get(
-        annotation, f"a {annotation}")
+def _type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(args)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}[hint]
 
 
 def _unknown(key: str, known: list[str], prefix: str) -> str:
@@ -162,12 +172,12 @@ def _unknown(key: str, known: list[str], prefix: str) -> str:
 
 def _build(cls, values: dict, prefix: str, problems: list[str]):
     known = [f.name for f in fields(cls)]
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in known:
-            problems.append(_unknown(str(key), known, prefix))
+            problems.append(_unknown(str(key)[:60], known, prefix))
             continue
-        f = next(f for f in fields(cls) if f.name == key)
         if key in SECTIONS and cls is Config:
             if value is None:
                 value = {}
@@ -176,22 +186,49 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
                 continue
             kwargs[key] = _build(SECTIONS[key], value, f"{key}.", problems)
             continue
-        if f.type in ("float", "typing.Optional[float]") and isinstance(value, str):
+        hint = hints[key]
+        numeric = hint is float or (hint == Optional[float] and value is not None)
+        if numeric and isinstance(value, str):
             # PyYAML reads 1e-4 (no dot) as a string: accept what float() accepts.
             try:
                 value = float(value)
             except ValueError:
                 pass
-        if not _type_ok(value, f.type):
-            problems.append(f"{prefix}{key} must be {_type_name(f.type)}, got {value!r}")
+        if not _type_ok(value, hint):
+            problems.append(f"{prefix}{key} must be {_type_name(hint)}, got {_show.repr(value)}")
             continue
-        if f.type in ("float", "typing.Optional[float]") and isinstance(value, int) and not isinstance(value, bool):
+        if numeric:
             value = float(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{prefix}{key} must be a finite number, got {value}")
-            continue
+            if not math.isfinite(value):
+                problems.append(f"{prefix}{key} must be a finite number, got {value}")
+                continue
         kwargs[key] = value
     return cls(**kwargs)
+
+
+class _TooComplex(yaml.YAMLError):
+    pass
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """safe_load with a depth and an alias limit, checked while the document is composed."""
+
+    def compose_node(self, parent, index):
+        self.depth = getattr(self, "depth", 0) + 1
+        if self.depth > MAX_DEPTH:
+            raise _TooComplex(f"nests deeper than {MAX_DEPTH} levels")
+        if self.check_event(yaml.AliasEvent):
+            self.aliases = getattr(self, "aliases", 0) + 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooComplex(f"uses more than {MAX_ALIASES} aliases")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _safe_load(text: str):
+    return yaml.load(text, Loader=_LimitedLoader)
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -199,8 +236,12 @@ def apply_override(raw: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise UsageError(f"--set {assignment!r} must look like section.key=value")
     path, _, text = assignment.partition("=")
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UsageError(f"--set {path.strip()[:60]}: the value is longer than {MAX_CONFIG_BYTES} bytes")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _safe_load(text) if text.strip() else ""
+    except _TooComplex as e:
+        raise UsageError(f"--set {path.strip()[:60]}: the value {e}; give a plain value") from None
     except yaml.YAMLError:
         value = text
     keys = path.strip().split(".")
@@ -218,8 +259,12 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         if not path.is_file():
             raise UsageError(f"config {path} does not exist; see configs/ for examples")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few dozen keys")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = _safe_load(path.read_text(encoding="utf-8")) or {}
+        except _TooComplex as e:
+            raise UsageError(f"config {path} {e}; a config needs neither — write the values out") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             where = getattr(e, "problem_mark", None)
             at = f" at line {where.line + 1}" if where else ""
@@ -229,9 +274,8 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> Config:
     for assignment in overrides:
         apply_override(raw, assignment)
     problems: list[str] = []
-    config = _build(Config, raw, "", problems)
-    if not problems:
-        problems.extend(validate(config))
+    config = _build(Config, raw, "", problems)  # a value of the wrong type is reported and left at its default,
+    problems.extend(validate(config))  # so that the contradictions among the others are reported too
     if problems:
         where = f"config {path}" if path else "config"
         raise UsageError(f"{where}: " + "; ".join(problems))
@@ -241,23 +285,10 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> Config:
 def validate(c: Config) -> list[str]:
     """Contradictions and out-of-range values, each naming its key."""
     p = []
-    for dotted, allowed in CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(c, section), key)
-        if value not in allowed:
-            p.append(f"{dotted} is {value!r}; choose one of {', '.join(allowed)}")
     if not c.data.dir:
         p.append("data.dir is not set; give a make-data output directory")
     m, t, s = c.model, c.train, c.system
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size"):
-        if getattr(m, name) < 1:
-            p.append(f"model.{name} must be at least 1")
-    if m.num_attention_heads >= 1 and m.hidden_size % m.num_attention_heads:
-        p.append(f"model.num_attention_heads ({m.num_attention_heads}) must divide model.hidden_size ({m.hidden_size})")
-    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if not 0.0 <= getattr(m, name) < 1.0:
-            p.append(f"model.{name} must be in [0, 1)")
+    p.extend(f"model.{problem}" for problem in config_problems(asdict(m)))
     if t.micro_batch_size < 1 or t.global_batch_size < 1:
         p.append("train.global_batch_size and train.micro_batch_size must be at least 1")
     elif t.global_batch_size % t.micro_batch_size:
@@ -273,7 +304,7 @@ def validate(c: Config) -> list[str]:
         try:
             parse_duration(t.max_time)
         except ValueError:
-            p.append(f"train.max_time {t.max_time!r} is not a duration like 90s, 15m or 2h")
+            p.append(f"train.max_time {_show.repr(t.max_time)} is not a duration like 90s, 15m or 2h")
     if not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
         p.append("train.adam_beta1 and train.adam_beta2 must be in [0, 1)")
     if t.weight_decay < 0 or t.grad_clip < 0 or t.adam_epsilon <= 0:

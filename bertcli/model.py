@@ -19,7 +19,8 @@ two-way head, so its keys are exactly `BertForMaskedLM`'s and nothing is trained
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,23 +35,35 @@ ACTIVATIONS = {
 IGNORE_INDEX = -100
 
 
+def _hp(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class BertConfig:
-    """HF BertConfig's names; vocab_size and pad_token_id come from the data, never the YAML."""
+    """HF BertConfig's names; vocab_size and pad_token_id come from the data, never the YAML.
+
+    The config's `model:` section is these fields (config.py derives it from this class), each
+    help text doubling as the config's documentation.
+    """
 
     vocab_size: int
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    hidden_act: str = "gelu"
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
+    hidden_size: int = _hp(768, "width of every layer")
+    num_hidden_layers: int = _hp(12, "encoder layers")
+    num_attention_heads: int = _hp(12, "attention heads per layer (must divide hidden_size)")
+    intermediate_size: int = _hp(3072, "width of the feed-forward layer")
+    max_position_embeddings: int = _hp(512, "longest sequence the model can take (>= the data's max_seq_length)")
+    type_vocab_size: int = _hp(2, "segment types (2: A and B)")
+    hidden_dropout_prob: float = _hp(0.1, "dropout on embeddings and sublayer outputs")
+    attention_probs_dropout_prob: float = _hp(0.1, "dropout on attention probabilities")
+    hidden_act: Literal["gelu", "gelu_new", "relu"] = _hp("gelu", "gelu (exact, HF's), gelu_new (tanh approximation, "
+                                                                  "Google's) or relu")
+    initializer_range: float = _hp(0.02, "std of the normal initialisation of weights")
+    layer_norm_eps: float = _hp(1e-12, "LayerNorm epsilon")
     pad_token_id: int = 0
+
+
+DATA_FIELDS = ("vocab_size", "pad_token_id")  # set from the data, not from the config
 
 
 # Bounds no real BERT comes near (BERT-large: 1024 wide, 24 layers, 30k vocab); a config past them is
@@ -77,10 +90,11 @@ def config_problems(values: dict) -> list[str]:
         v = values.get(name, 1.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= 1.0):
             p.append(f"{name} must be a number in [{low:g}, 1], got {str(v)[:40]!r}")
-    if values.get("hidden_act", "gelu") not in ACTIVATIONS:
+    act = values.get("hidden_act", "gelu")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
         p.append(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, got {str(values.get('hidden_act'))[:40]!r}")
     heads, hidden = values.get("num_attention_heads"), values.get("hidden_size")
-    if not p and heads and hidden and hidden % heads:
+    if not p and isinstance(heads, int) and isinstance(hidden, int) and hidden % heads:
         p.append(f"num_attention_heads ({heads}) must divide hidden_size ({hidden})")
     if not p and "vocab_size" in values and values.get("pad_token_id", 0) >= values["vocab_size"]:
         p.append(f"pad_token_id ({values['pad_token_id']}) must be below vocab_size ({values['vocab_size']})")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertcli.errors import DataError, UsageError
-from bertcli.instances import CLS, SEP, MaskingParams, Pairs, PairStats, Window
+from bertcli.instances import MaskingParams, Pairs, PairStats, SpecialIds, Window
 
 
 @dataclass(frozen=True)
@@ -81,27 +81,23 @@ def checkpoint_objective(state: dict, ckpt) -> Objective:
     return OBJECTIVES[name]
 
 
-def remask_params(options: dict, max_seq_length: int, max_predictions: int, vocab_size: int,
-                    word_starts: np.ndarray | None, masked_lm_prob: float | None = None,
-                    mask_replace_prob: float | None = None, random_replace_prob: float | None = None) -> MaskingParams:
-    """Masking for pretrain's dynamic masks: the data's options (a manifest's), each overridable.
+def remask_params(options: dict, max_seq_length: int, max_predictions: int, tokenizer,
+                  masked_lm_prob: float | None = None, mask_replace_prob: float | None = None,
+                  random_replace_prob: float | None = None) -> MaskingParams:
+    """Masking for pretrain's dynamic masks: the data's options (a manifest's, checked by
+    shards.ManifestCheck), each overridable, with the tokenizer's ids.
 
     A rate of its own gets max_predictions derived as make-data derives it (ceil(length x rate)),
     so a 30 % rate on data made at 15 % is not capped at the data's 20 positions.
     """
-    data = {}  # the data's own values (data made before the split was configurable: BERT's 0.8 / 0.1)
-    for key, default in (("masked_lm_prob", None), ("mask_replace_prob", 0.8), ("random_replace_prob", 0.1)):
-        value = options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise DataError(f"the data manifest's options.{key} is {value!r}, not a share in [0, 1]; rebuild the data")
-        data[key] = float(value)
-    rate = data["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob
-    if rate != data["masked_lm_prob"]:
+    rate = options["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob
+    if rate != options["masked_lm_prob"]:
         max_predictions = min(max(1, math.ceil(max_seq_length * rate - 1e-9)), max_seq_length - 3)
-    return MaskingParams(
-        rate, max_predictions, vocab_size, bool(options.get("whole_word_mask")), word_starts,
-        data["mask_replace_prob"] if mask_replace_prob is None else mask_replace_prob,
-        data["random_replace_prob"] if random_replace_prob is None else random_replace_prob)
+    # data made before the split was configurable used BERT's 0.8 / 0.1
+    mask_replace = options.get("mask_replace_prob", 0.8) if mask_replace_prob is None else mask_replace_prob
+    random_replace = options.get("random_replace_prob", 0.1) if random_replace_prob is None else random_replace_prob
+    return MaskingParams.from_tokenizer(tokenizer, rate, max_predictions, bool(options.get("whole_word_mask")),
+                                        mask_replace, random_replace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +171,7 @@ class Packed:
     documents: np.ndarray  # int64 [n]: documents each sequence holds text of
 
 
-def pack_sequences(window: Window, max_seq_length: int, cross_document: bool = True) -> Packed:
+def pack_sequences(window: Window, max_seq_length: int, special: SpecialIds, cross_document: bool = True) -> Packed:
     """Cut the window's text into `[CLS] content [SEP]` sequences of max_seq_length tokens.
 
     The text is every document's tokens in order with a `[SEP]` between two documents
@@ -189,7 +185,7 @@ def pack_sequences(window: Window, max_seq_length: int, cross_document: bool = T
     n_tokens = len(window.tokens)
     if cross_document:
         boundaries = doc_token_starts[1:-1]  # where document d + 1 begins in the token array
-        stream = np.insert(window.tokens, boundaries, SEP)
+        stream = np.insert(window.tokens, boundaries, special.sep)
         is_separator = np.zeros(len(stream), dtype=bool)
         is_separator[boundaries + np.arange(len(boundaries))] = True
         cuts = _cut(is_separator, 0, len(stream), capacity)
@@ -205,7 +201,7 @@ def pack_sequences(window: Window, max_seq_length: int, cross_document: bool = T
     lengths = stop - begin + 2
     offsets = _offsets(lengths)
     # One gather: position p of sequence k reads stream[begin[k] + p - 1], [CLS] and [SEP] from the end.
-    source = np.concatenate([stream, np.array([CLS, SEP], dtype=stream.dtype)])
+    source = np.concatenate([stream, np.array([special.cls, special.sep], dtype=stream.dtype)])
     sequence_of = np.repeat(np.arange(len(begin)), lengths)
     position = np.arange(int(offsets[-1])) - offsets[sequence_of]
     index = begin[sequence_of] + position - 1
@@ -232,12 +228,12 @@ def _cut(is_separator: np.ndarray, start: int, end: int, capacity: int) -> list[
 
 
 def packed_instances(window: Window, max_seq_length: int, cross_document: bool, dupe_factor: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+                     special: SpecialIds, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     """The window packed, every sequence dupe_factor times, shuffled: (tokens, offsets, documents summed over sequences).
 
     RoBERTa's static masking: each pass is the same sequences, to be masked differently.
     """
-    packed = pack_sequences(window, max_seq_length, cross_document)
+    packed = pack_sequences(window, max_seq_length, special, cross_document)
     n = len(packed.offsets) - 1
     order = rng.permutation(n * dupe_factor) % max(n, 1)
     tokens, offsets = take_sequences(packed.tokens, packed.offsets, order)

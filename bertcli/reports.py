@@ -22,6 +22,18 @@ def print_tokenize_report(report, out: Path) -> None:
     console.print(table)
 
 
+def print_adopt_report(summary: dict, out: Path) -> None:
+    table = Table(title=f"tokenizer written to {out}", show_header=False, title_justify="left")
+    table.add_row("adopted from", summary["source"])
+    table.add_row("vocab size", f"{summary['vocab_size']:,}")
+    table.add_row("case", "uncased (lowercase)" if summary["lowercase"] else "cased")
+    table.add_row("special ids", " ".join(f"{k}={v}" for k, v in summary["special_ids"].items()))
+    if summary["added_words"] or summary["known_words"]:
+        table.add_row("added words", f"{len(summary['added_words'])} into [unused] slots, "
+                                     f"{len(summary['known_words'])} already in the vocabulary")
+    console.print(table)
+
+
 def print_make_data_report(manifest: dict, out: Path) -> None:
     objective = manifest["options"].get("objective", "nsp")
     table = Table(title=f"{objective} pretraining data written to {out}", title_justify="left")

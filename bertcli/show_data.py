@@ -14,6 +14,7 @@ from rich.text import Text
 from bertcli.console import console
 from bertcli.errors import UsageError
 from bertcli.shards import Example, PretrainingData
+from bertcli.artifacts import data_tokenizer
 from bertcli.tokenizer import Tokenizer
 
 
@@ -42,12 +43,12 @@ def example_json(index: int, ex: Example) -> dict:
 
 
 def _tokenizer(data: PretrainingData, data_dir: Path, tokenizer_dir: Path | None) -> Tokenizer:
-    path = tokenizer_dir or Path(data.manifests[0]["tokenizer"]["path"])
-    if tokenizer_dir is None and not path.is_dir():
-        raise UsageError(f"the tokenizer {data_dir} was made with ({path}) is gone; pass --tokenizer DIR, or --json")
-    tok = Tokenizer.load(path)
+    """--tokenizer if given, else the one the data directory carries (or, older data, names)."""
+    if tokenizer_dir is None:
+        return data_tokenizer(data_dir, data.manifests[0])
+    tok = Tokenizer.load(tokenizer_dir)
     if tok.sha256 != data.signature["tokenizer_sha256"]:
-        raise UsageError(f"tokenizer {path} is not the one {data_dir} was made with; pass the matching --tokenizer")
+        raise UsageError(f"tokenizer {tokenizer_dir} is not the one {data_dir} was made with; pass the matching --tokenizer")
     return tok
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bertcli.batches import BatchPlan, dynamic_masking, eval_batches, make_loader
+from bertcli.batches import BatchPlan, carried_tokenizer, dynamic_masking, eval_batches, make_loader
 from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_optimizer_state,
                                 load_scaler_state, read_state, resolve_checkpoint, save_checkpoint, verify_files)
 from bertcli.config import Config, TrainConfig, parse_duration
@@ -39,12 +39,12 @@ from bertcli.divergence import DivergenceGuard
 from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic
-from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
+from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
-from bertcli.weights import load_pretrained
+from bertcli.weights import load_pretrained, model_config
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -107,12 +107,14 @@ class Trainer:
                              f"train.micro_batch_size ({t.micro_batch_size}) × processes ({rt.world_size})")
         self.data = PretrainingData(c.data_dirs, "train")
         self.validation = PretrainingData(c.data_dirs, "validation")
-        if self.data.max_seq_length > c.model.max_position_embeddings:
-            raise UsageError(f"model.max_position_embeddings ({c.model.max_position_embeddings}) is smaller than the "
-                             f"data's max_seq_length ({self.data.max_seq_length}); raise it or make shorter data")
-        self.model_config = BertConfig(vocab_size=self.data.vocab_size, **asdict(c.model))
+        self.tokenizer = carried_tokenizer(self.data, needed=c.data.masking == "dynamic")  # checkpoints carry it
+        # from config.json when init_from is a published BERT, else from the model: section
+        self.model_config = model_config(t.init_from, c.model, self.data.vocab_size, self.tokenizer)
+        if self.data.max_seq_length > self.model_config.max_position_embeddings:
+            raise UsageError(f"model.max_position_embeddings ({self.model_config.max_position_embeddings}) is smaller "
+                             f"than the data's max_seq_length ({self.data.max_seq_length}); raise it or make shorter data")
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
-        self.remask = dynamic_masking(self.data, c.data)
+        self.remask = dynamic_masking(self.data, c.data, self.tokenizer)
         self.objective = self.data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
         ckpt = self._checkpoint_to_resume(resume, overwrite)
 
@@ -322,7 +324,7 @@ class Trainer:
         saved = None
         if self.runtime.is_main:
             saved = save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scaler, self.state(),
-                                    self.config_yaml, self.config.system.keep_checkpoints)
+                                    self.config_yaml, self.config.system.keep_checkpoints, self.tokenizer)
         if self.runtime.distributed:
             dist.barrier()
         self.last_saved = self.step

@@ -11,16 +11,22 @@ import zlib
 
 import numpy as np
 
-from bertcli.tokenizer import NUM_SPECIAL
+from bertcli.instances import SpecialIds
 
 VOCAB_SIZE = 500
+NUM_SPECIAL = 5  # bertcli's SentencePiece layout: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
+SPECIAL = SpecialIds(cls=2, sep=3, mask=4)
 
 
 class PieceTokenizer:
-    """encode / vocab_size / word_starts / sha256: what make-data's window builder asks of a tokenizer."""
+    """What make-data's window builder asks of a tokenizer: encode, ids, replacement ids, word starts."""
 
     vocab_size = VOCAB_SIZE
     sha256 = "0" * 64
+    cls_id, sep_id, mask_id = SPECIAL.cls, SPECIAL.sep, SPECIAL.mask
+
+    def replacement_ids(self) -> np.ndarray:
+        return np.arange(NUM_SPECIAL, VOCAB_SIZE, dtype=np.int64)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [[self._id(w[k:k + 3], k == 0) for w in text.split() for k in range(0, len(w), 3)] for text in texts]

@@ -38,7 +38,7 @@ def test_all_problems_reported_at_once_with_did_you_mean(tmp_path):
         load_config(path)
     msg = str(e.value)
     assert "train.learning_rat" in msg and "did you mean train.learning_rate" in msg
-    assert "model.hidden_size must be a int" in msg
+    assert "model.hidden_size must be an integer" in msg
     assert "system.precison" in msg and "system.precision" in msg
     assert str(path) in msg and "\n" not in msg
 
@@ -86,3 +86,68 @@ def test_print_config_and_exit_codes(tmp_path):
     assert bad.returncode == 2
     assert "did you mean train.learning_rate" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) <= 3  # one logical line (the terminal may wrap it)
+
+
+def test_types_come_from_the_type_hints():
+    import typing
+
+    from bertcli.config import SECTIONS, _type_ok
+    for cls in SECTIONS.values():  # every hint is one the checker knows (it raises on others)
+        for name, hint in typing.get_type_hints(cls).items():
+            _type_ok(getattr(cls(), name), hint)
+    with pytest.raises(UsageError, match=r"system.precision must be one of auto, fp32, bf16, fp16, got 'float32'"):
+        load_config(None, ["data.dir=d", "system.precision=float32"])
+    with pytest.raises(UsageError, match=r"data.dir must be a string or a list of strings"):
+        load_config(None, ["data.dir=[a, 3]"])
+
+
+def test_model_section_is_bert_config():
+    from dataclasses import fields
+
+    from bertcli.config import ModelConfig
+    from bertcli.model import DATA_FIELDS, BertConfig
+    assert [f.name for f in fields(ModelConfig)] == [f.name for f in fields(BertConfig) if f.name not in DATA_FIELDS]
+    assert all(f.metadata["help"] for f in fields(ModelConfig))
+    with pytest.raises(UsageError, match=r"model.hidden_size must be an integer in \[1, 8192\]"):
+        load_config(None, ["data.dir=d", "model.hidden_size=100000"])
+    with pytest.raises(UsageError, match="model.hidden_act must be one of gelu, gelu_new, relu"):
+        load_config(None, ["data.dir=d", "model.hidden_act=swish"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(UsageError, match="must be a finite number"):
+        load_config(None, ["data.dir=d", f"train.adam_epsilon={value}"])
+
+
+def alias_bomb(levels: int = 9) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + f"\nout_dir: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (alias_bomb(), "uses more than 64 aliases"),
+    ("out_dir: " + "[" * 5000 + "]" * 5000 + "\n", "nests deeper than 32 levels"),
+    ("out_dir: " + "{a: " * 200 + "1" + "}" * 200 + "\n", "nests deeper than 32 levels"),
+])
+def test_yaml_bombs_are_refused_in_one_short_line(tmp_path, text, fragment):
+    with pytest.raises(UsageError, match=fragment) as e:
+        load_config(write(tmp_path, text))
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)
+
+
+def test_a_few_aliases_work_and_bad_values_are_never_echoed_in_full(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {dir: &d some/dir}\nout_dir: *d\n"))
+    assert cfg.out_dir == "some/dir"
+    text = "data: {dir: d}\nlist: &l [" + ", ".join(["y" * 50] * 20) + "]\nseed: [*l, *l, *l, *l, *l, *l]\n"
+    with pytest.raises(UsageError) as e:
+        load_config(write(tmp_path, text))
+    assert "seed must be an integer" in str(e.value) and len(str(e.value)) < 1000  # 6 × 20 × 50 characters expanded
+
+
+def test_oversized_config_is_refused(tmp_path):
+    path = write(tmp_path, "# " + "x" * (1 << 20) + "\ndata: {dir: d}\n")
+    with pytest.raises(UsageError, match="larger than 1 MiB"):
+        load_config(path)

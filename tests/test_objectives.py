@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from bertcli.errors import UsageError
-from bertcli.instances import CLS, MASK, SEP, MaskingParams, Window, assemble, mask_tokens, truncate
+from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, truncate
 from bertcli.make_data import MakeDataOptions, build_window, make_data
 from bertcli.objectives import get_objective, pack_sequences, plan_sop_pairs, take_sequences
 from bertcli.shards import PretrainingData, token_dtype, write_shard
 from conftest import SAMPLE, run_cli
-from objective_fixtures import PieceTokenizer, documents
+from objective_fixtures import NUM_SPECIAL, SPECIAL, PieceTokenizer, documents
+
+CLS, SEP, MASK = SPECIAL.cls, SPECIAL.sep, SPECIAL.mask
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "nsp_shards.json").read_text())
 
@@ -38,7 +40,7 @@ def origin(token: int) -> tuple[int, int]:
 def test_sop_pairs_are_consecutive_segments_of_one_document_in_the_order_their_label_says():
     window = numbered_window([6, 3, 9, 2, 4])
     pairs, stats = plan_sop_pairs(window, max_num_tokens=20, short_seq_prob=0.2, dupe_factor=20, rng=random.Random(3))
-    tokens, offsets, b_start = assemble(window, truncate(pairs, 20, np.random.default_rng(0)))
+    tokens, offsets, b_start = assemble(window, truncate(pairs, 20, np.random.default_rng(0)), SPECIAL)
     for i in range(len(pairs)):
         seq = tokens[offsets[i]:offsets[i + 1]].tolist()
         a, b = seq[1:b_start[i] - 1], seq[b_start[i]:-1]
@@ -100,7 +102,7 @@ def contents(packed) -> list[list[int]]:
 @pytest.mark.parametrize("counts,length", [([6, 3, 9, 2, 4], 16), ([1, 1, 1], 8), ([2, 2], 12), ([5, 7, 1, 3], 22)])
 def test_packing_fills_every_sequence_and_marks_document_boundaries(counts, length):
     window = numbered_window(counts)
-    packed = pack_sequences(window, length, cross_document=True)
+    packed = pack_sequences(window, length, SPECIAL, cross_document=True)
     seqs = contents(packed)
     lengths = np.diff(packed.offsets)
     # full except the last one, and except where a boundary separator would stand before the closing [SEP]
@@ -122,7 +124,7 @@ def test_packing_fills_every_sequence_and_marks_document_boundaries(counts, leng
 
 def test_packing_without_crossing_keeps_each_document_alone():
     window = numbered_window([6, 3, 9])
-    packed = pack_sequences(window, 12, cross_document=False)
+    packed = pack_sequences(window, 12, SPECIAL, cross_document=False)
     seqs = contents(packed)
     assert all(SEP not in seq and len({origin(t)[0] for t in seq}) == 1 for seq in seqs)
     assert [t for seq in seqs for t in seq] == window.tokens.tolist()
@@ -142,7 +144,7 @@ def test_take_sequences_repeats_and_reorders():
 def build(objective: str, **options):
     opts = MakeDataOptions(objective=objective, max_seq_length=64, dupe_factor=2, **options).resolve()
     tok = PieceTokenizer()
-    return build_window("train", 3, documents(120), opts, tok, tok.word_starts() if opts.whole_word_mask else None)
+    return build_window("train", 3, documents(120), opts, tok)
 
 
 @pytest.mark.parametrize("name,options", [("default", {}), ("whole_word", {"whole_word_mask": True}),
@@ -150,7 +152,7 @@ def build(objective: str, **options):
 def test_nsp_shards_are_byte_identical_to_those_before_objectives(name, options):
     opts = MakeDataOptions(max_seq_length=64, dupe_factor=2, **options).resolve()
     tok = PieceTokenizer()
-    result = build_window("train", 3, documents(), opts, tok, tok.word_starts() if opts.whole_word_mask else None)
+    result = build_window("train", 3, documents(), opts, tok)
     with tempfile.TemporaryDirectory() as d:
         sha = write_shard(Path(d) / "s.safetensors", result.examples, token_dtype(tok.vocab_size),
                           {"split": "train", "shard": "0", "tokenizer_sha256": tok.sha256})
@@ -195,8 +197,9 @@ def test_mask_split_all_mask():
 def test_mask_tokens_default_split_is_unchanged_by_the_new_fields():
     tokens = np.tile(np.arange(5, 400, dtype=np.int64), 20)
     offsets = np.arange(0, len(tokens) + 1, 79)
-    old = mask_tokens(tokens, offsets, MaskingParams(0.15, 20, 500), np.random.default_rng(1))
-    new = mask_tokens(tokens, offsets, MaskingParams(0.15, 20, 500, False, None, 0.8, 0.1), np.random.default_rng(1))
+    pool = np.arange(NUM_SPECIAL, 500)
+    old = mask_tokens(tokens, offsets, MaskingParams(0.15, 20, SPECIAL, pool), np.random.default_rng(1))
+    new = mask_tokens(tokens, offsets, MaskingParams(0.15, 20, SPECIAL, pool, False, None, 0.8, 0.1), np.random.default_rng(1))
     assert (old.input_ids == new.input_ids).all()
 
 

@@ -103,10 +103,13 @@ def test_init_from_another_objective_keeps_what_fits(runs, objective_data, tmp_p
     assert summary["step"] == 2
 
 
-def test_dynamic_masking_at_its_own_rate_and_split(objective_data):
+def test_dynamic_masking_at_its_own_rate_and_split(objective_data, tokenizer_dir):
+    from bertcli.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
     data = PretrainingData(objective_data / "mlm", "train")
     options = data.manifests[0]["options"]
-    params = remask_params(options, data.max_seq_length, data.max_predictions, data.vocab_size, None, 0.3, 1.0, 0.0)
+    params = remask_params(options, data.max_seq_length, data.max_predictions, tok, 0.3, 1.0, 0.0)
     assert data.max_predictions == 10 and params.max_predictions == 20  # ceil(64 x 0.3)
     masked = tokens = 0
     for k in range(4):
@@ -117,7 +120,7 @@ def test_dynamic_masking_at_its_own_rate_and_split(objective_data):
         assert (shown == 4).all()  # 100 % [MASK]
         masked, tokens = masked + int(real.sum()), tokens + batch.num_tokens
     assert masked / tokens == pytest.approx(0.3, abs=0.01)
-    same = remask_params(options, data.max_seq_length, data.max_predictions, data.vocab_size, None)
+    same = remask_params(options, data.max_seq_length, data.max_predictions, tok)
     assert (same.masked_lm_prob, same.max_predictions, same.mask_replace_prob, same.random_replace_prob) == (0.15, 10, 0.8, 0.1)
 
 
