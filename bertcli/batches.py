@@ -27,9 +27,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from bertcli.config import DataConfig
 from bertcli.errors import UsageError
 from bertcli.instances import MaskingParams, mask_tokens
 from bertcli.model import IGNORE_INDEX
+from bertcli.objectives import remask_params
 from bertcli.shards import Example, PretrainingData
 
 PAD_MULTIPLE = 8
@@ -144,14 +146,14 @@ def carried_tokenizer(data: PretrainingData, needed: bool):
         return None
 
 
-def dynamic_masking(data: PretrainingData, masking: str, tokenizer) -> MaskingParams | None:
-    """The masking parameters to re-draw masks with (data.masking: dynamic), from the data's own
-    options and its tokenizer's ids (special, replacement, word starts)."""
-    if masking != "dynamic":
+def dynamic_masking(data: PretrainingData, masking: DataConfig, tokenizer) -> MaskingParams | None:
+    """The masking parameters to re-draw masks with (data.masking: dynamic): the data's own options,
+    or the config's data.masked_lm_prob / mask_replace_prob / random_replace_prob where set, with
+    its tokenizer's ids (special, replacement, word starts)."""
+    if masking.masking != "dynamic":
         return None
-    opts = data.manifests[0]["options"]
-    return MaskingParams.from_tokenizer(tokenizer, opts["masked_lm_prob"], data.max_predictions,
-                                        bool(opts.get("whole_word_mask")))
+    return remask_params(data.manifests[0]["options"], data.max_seq_length, data.max_predictions, tokenizer,
+                         masking.masked_lm_prob, masking.mask_replace_prob, masking.random_replace_prob)
 
 
 class BatchPlan:
@@ -237,7 +239,9 @@ class MicroBatches(torch.utils.data.Dataset):
         if self.remask_params is not None:
             rng = np.random.default_rng([self.plan.seed, 1, step, micro, self.rank])
             remask = (self.remask_params, rng)
-        return collate([self.data[int(i)] for i in indices], self.data.max_predictions, remask)
+        # a dynamic rate of its own may mask more positions than the data's masks did
+        width = self.data.max_predictions if self.remask_params is None else self.remask_params.max_predictions
+        return collate([self.data[int(i)] for i in indices], width, remask)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

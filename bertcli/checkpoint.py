@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, replace_dir, sha256_file, write_json_atomic
 from bertcli.model import BertConfig, BertForPreTraining, config_problems
+from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
 
 FORMAT = "bertcli-checkpoint"
@@ -234,10 +235,11 @@ def verify_files(ckpt: Path, state: dict, names: list[str]) -> None:
             raise DataError(f"{path} does not match its sha256 in {STATE_FILE}; the checkpoint is damaged, use an earlier one")
 
 
-def expected_shapes(config: BertConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
-    """Every weight's shape and dtype for a config, computed without allocating the model."""
+def expected_shapes(config: BertConfig, sentence_task: bool = True) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Every weight's shape and dtype for a config, computed without allocating the model
+    (sentence_task False: an mlm model, without pooler and two-way head)."""
     with torch.device("meta"):
-        model = BertForPreTraining(config)
+        model = BertForPreTraining(config, sentence_task=sentence_task)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 
 
@@ -245,7 +247,7 @@ def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, after checking their checksum and that they are the model its state describes."""
     verify_files(ckpt, state, [MODEL_FILE])
     path = ckpt / MODEL_FILE
-    expected = expected_shapes(BertConfig(**state["model_config"]))
+    expected = expected_shapes(BertConfig(**state["model_config"]), checkpoint_objective(state, ckpt).has_sentence_task)
     try:
         with safe_open(str(path), "pt") as f:  # the header alone: shapes are checked before anything is allocated
             keys = set(f.keys())

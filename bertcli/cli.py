@@ -101,10 +101,14 @@ def make_data_command(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
-    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and both [SEP] included.", rich_help_panel=DATA_PANEL),
+    objective: str = typer.Option("nsp", metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
+    cross_document: bool = typer.Option(True, "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
+    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
     max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
-    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask.", rich_help_panel=DATA_PANEL),
-    short_seq_prob: float = typer.Option(0.1, help="Probability of a shorter target length for a document pass.", rich_help_panel=DATA_PANEL),
+    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask, 0.05 to 0.5.", rich_help_panel=DATA_PANEL),
+    mask_replace_prob: float = typer.Option(0.8, help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
+    random_replace_prob: float = typer.Option(0.1, help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
+    short_seq_prob: Optional[float] = typer.Option(None, help="nsp and sop: probability of a shorter target length for a document pass (default 0.1). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
     dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
     whole_word_mask: bool = typer.Option(False, "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
     seed: int = typer.Option(12345, help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
@@ -116,13 +120,15 @@ def make_data_command(
     resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
 ) -> None:
-    """Build sharded BERT pretraining examples: next-sentence pairs with masked-LM masking."""
+    """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
     from bertcli.corpus import expand_inputs
     from bertcli.make_data import MakeDataOptions, make_data
     from bertcli.reports import print_make_data_report
 
-    options = MakeDataOptions(max_seq_length=max_seq_length, max_predictions=max_predictions,
-                              masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
+    options = MakeDataOptions(objective=objective, cross_document=cross_document, max_seq_length=max_seq_length,
+                              max_predictions=max_predictions, masked_lm_prob=masked_lm_prob,
+                              mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob,
+                              short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                               whole_word_mask=whole_word_mask, seed=seed, validation_fraction=validation_fraction,
                               shard_size=shard_size, window_chars=window_chars, workers=workers, strict=strict).resolve()
     with terminate_like_ctrl_c():

@@ -2,9 +2,11 @@
 
 `bertcli export` writes, atomically (a temporary directory renamed into place):
 
-    config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]`
+    config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]` (nsp and sop:
+                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm)
     model.safetensors       the checkpoint's weights: bertcli's keys already are HF's (the decoder is
-                            tied to the word embeddings and not stored), float32 or bfloat16
+                            tied to the word embeddings and not stored), float32 or bfloat16; an mlm
+                            model has no pooler and no two-way head, exactly BertForMaskedLM's keys
     tokenizer.json          a `tokenizers` fast tokenizer that gives the bertcli tokenizer's ids
     tokenizer_config.json   the special tokens (at the tokenizer's own ids) and the tokenizer class
     special_tokens_map.json for transformers versions that still read it
@@ -36,6 +38,7 @@ from bertcli.artifacts import checkpoint_tokenizer
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, replace_dir, write_bytes_atomic, write_json_atomic
+from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -49,10 +52,10 @@ def write_tokenizer_files(directory: Path, tok: Tokenizer, max_length: int, file
     tok.save(directory / ARTIFACT_DIR)
 
 
-def hf_config(model_config: dict, dtype: str, pad_token_id: int = 0) -> dict:
+def hf_config(model_config: dict, dtype: str, pad_token_id: int = 0, sentence_task: bool = True) -> dict:
     """config.json for transformers' BertConfig, from the checkpoint's model config."""
     return {
-        "architectures": ["BertForPreTraining"],
+        "architectures": ["BertForPreTraining" if sentence_task else "BertForMaskedLM"],
         "model_type": "bert",
         **model_config,
         "pad_token_id": pad_token_id,
@@ -106,11 +109,12 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
         tmp.mkdir()
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _readable_by_all(tmp / "model.safetensors")
-        write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, tok.pad_id))
+        objective = checkpoint_objective(state, ckpt)
+        write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, tok.pad_id, objective.has_sentence_task))
         write_tokenizer_files(tmp, tok, int(model_config["max_position_embeddings"]), tokenizer_files)
         provenance = {"bertcli_version": __version__, "checkpoint": str(ckpt), "step": state["step"],
                       "tokens_seen": state.get("tokens_seen"), "dtype": dtype, "tokenizer_sha256": tok.sha256,
-                      "data_signature": state.get("data_signature")}
+                      "data_signature": state.get("data_signature"), "objective": objective.name}
         write_json_atomic(tmp / PROVENANCE_FILE, provenance)
         replace_dir(tmp, final)
     except OSError as e:

@@ -261,12 +261,16 @@ class MaskingParams:
     replacement_ids: np.ndarray = field(repr=False)  # ids a position may be replaced by at random
     whole_word_mask: bool = False
     word_starts: np.ndarray | None = field(default=None, repr=False)  # bool per id (whole-word only)
+    # BERT's 80/10/10: a chosen position becomes [MASK], a random token, or stays (the rest)
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, masked_lm_prob: float, max_predictions: int,
-                       whole_word_mask: bool = False) -> "MaskingParams":
+    def from_tokenizer(cls, tokenizer, masked_lm_prob: float, max_predictions: int, whole_word_mask: bool = False,
+                       mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1) -> "MaskingParams":
         return cls(masked_lm_prob, max_predictions, SpecialIds.of(tokenizer), tokenizer.replacement_ids(),
-                   whole_word_mask, tokenizer.word_starts() if whole_word_mask else None)
+                   whole_word_mask, tokenizer.word_starts() if whole_word_mask else None,
+                   mask_replace_prob, random_replace_prob)
 
 
 @dataclass
@@ -296,7 +300,8 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
     whole-word masking a word's pieces form one group (a piece not starting with "▁" joins the
     group before it; for WordPiece, a piece starting with "##") and groups are taken in random order
     while they fit. Each chosen position becomes [MASK] with p 0.8, stays with p 0.1, becomes a
-    random allowed replacement token with p 0.1.
+    random allowed replacement token with p 0.1 (BERT's split; `mask_replace_prob` and
+    `random_replace_prob` change it, e.g. 1 / 0 for all [MASK]).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     candidate = (tokens != params.special.cls) & (tokens != params.special.sep)
@@ -309,8 +314,9 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
 
     corrupted = tokens.copy()
     u = rng.random(len(where))
-    replace_random = u >= 0.9
-    corrupted[where[u < 0.8]] = params.special.mask
+    # 1 - 0.1 is exactly 0.9: BERT's default split draws the same masks as before it was configurable
+    replace_random = u >= 1.0 - params.random_replace_prob
+    corrupted[where[u < params.mask_replace_prob]] = params.special.mask
     pool = params.replacement_ids
     corrupted[where[replace_random]] = pool[rng.integers(0, len(pool), int(replace_random.sum()))]
     counts = np.bincount(instance, minlength=len(offsets) - 1)

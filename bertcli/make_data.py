@@ -1,4 +1,4 @@
-"""`make-data`: stream a corpus into sharded, masked NSP pretraining examples.
+"""`make-data`: stream a corpus into sharded, masked pretraining examples (NSP, SOP or packed MLM).
 
 The corpus is read once, in order, and cut into *windows* of whole documents (about
 `window_chars` characters each, per split). A window is the unit of work: a worker tokenizes it,
@@ -38,18 +38,25 @@ from bertcli.fsutil import (OWNER_FILE, TMP_PREFIX, DirLock, atomic_directory, c
                             mark_owned, read_json, read_owner, refuse_overlap, sha256_file, writable_problem,
                             write_json_atomic)
 from bertcli.instances import MaskingParams, SpecialIds, Window, assemble, mask_tokens, plan_pairs, truncate
+from bertcli.objectives import OBJECTIVES, packed_instances, plan_sop_pairs
 from bertcli.shards import FORMAT, MANIFEST, MANIFEST_VERSION, MAX_SEQ_LENGTH, SPLITS, Examples, token_dtype, write_shard
 from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
 PROGRESS = "progress.json"
+MASKED_LM_PROB_RANGE = (0.05, 0.5)  # BERT's 0.15 up to the 20-40 % of MosaicBERT, cramming and ModernBERT
+SHORT_SEQ_PROB = 0.1  # BERT's, for nsp and sop (mlm packs every sequence full)
 
 
 @dataclass
 class MakeDataOptions:
+    objective: str = "nsp"  # nsp (BERT), sop (ALBERT's sentence order) or mlm (packed, no pairs: RoBERTa)
+    cross_document: bool = True  # mlm: sequences run on across documents ([SEP] between them)
     max_seq_length: int = 128
     max_predictions: int | None = None  # None: ceil(max_seq_length * masked_lm_prob), 20 at 128 as Google
     masked_lm_prob: float = 0.15
-    short_seq_prob: float = 0.1
+    mask_replace_prob: float = 0.8  # a chosen position becomes [MASK] ...
+    random_replace_prob: float = 0.1  # ... or a random token; it stays as it is otherwise
+    short_seq_prob: float | None = None  # None: 0.1 for nsp and sop; mlm refuses it
     dupe_factor: int = 5
     whole_word_mask: bool = False
     seed: int = 12345
@@ -61,11 +68,27 @@ class MakeDataOptions:
 
     def resolve(self) -> "MakeDataOptions":
         problems = []
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"--objective {self.objective!r} must be one of {', '.join(OBJECTIVES)}")
+        if self.objective == "mlm" and self.short_seq_prob is not None:
+            # Refused rather than ignored: a user who sets it expects shorter sequences, and mlm has none.
+            raise UsageError("--short-seq-prob has no meaning with --objective mlm (every sequence is packed to "
+                             "--max-seq-length); drop it")
+        if self.objective != "mlm" and not self.cross_document:
+            raise UsageError(f"--no-cross-document applies to --objective mlm only ({self.objective} pairs never "
+                             "cross documents); drop it")
+        if self.short_seq_prob is None and self.objective != "mlm":
+            self.short_seq_prob = SHORT_SEQ_PROB
         if not 8 <= self.max_seq_length <= MAX_SEQ_LENGTH:
             problems.append(f"--max-seq-length {self.max_seq_length} must be between 8 and {MAX_SEQ_LENGTH}")
-        if not 0.0 < self.masked_lm_prob < 1.0:
-            problems.append(f"--masked-lm-prob {self.masked_lm_prob} must be in (0, 1)")
-        if not 0.0 <= self.short_seq_prob < 1.0:
+        low, high = MASKED_LM_PROB_RANGE
+        if not low <= self.masked_lm_prob <= high:
+            problems.append(f"--masked-lm-prob {self.masked_lm_prob} must be between {low} and {high}")
+        if not (0.0 <= self.mask_replace_prob <= 1.0 and 0.0 <= self.random_replace_prob <= 1.0
+                and self.mask_replace_prob + self.random_replace_prob <= 1.0 + 1e-9):
+            problems.append(f"--mask-replace-prob {self.mask_replace_prob} and --random-replace-prob "
+                            f"{self.random_replace_prob} must be in [0, 1] and add up to at most 1 (the rest stays unchanged)")
+        if self.short_seq_prob is not None and not 0.0 <= self.short_seq_prob < 1.0:
             problems.append(f"--short-seq-prob {self.short_seq_prob} must be in [0, 1)")
         if not 0.0 <= self.validation_fraction < 1.0:
             problems.append(f"--validation-fraction {self.validation_fraction} must be in [0, 1)")
@@ -116,6 +139,11 @@ def _init_worker(tokenizer_dir: str) -> None:
     _worker_tokenizer = Tokenizer.load(Path(tokenizer_dir))
 
 
+def masking_params(tok: Tokenizer, opts: MakeDataOptions) -> MaskingParams:
+    return MaskingParams.from_tokenizer(tok, opts.masked_lm_prob, opts.max_predictions, opts.whole_word_mask,
+                                        opts.mask_replace_prob, opts.random_replace_prob)
+
+
 def window_seed(seed: int, split: str, index: int) -> list[int]:
     return [seed, SPLITS.index(split), index]
 
@@ -126,26 +154,36 @@ def build_window(split: str, index: int, documents: list[list[str]], opts: MakeD
     tok = tokenizer or _worker_tokenizer
     window = Window.from_encoded(tok.encode([s for doc in documents for s in doc]), [len(doc) for doc in documents])
     seed = window_seed(opts.seed, split, index)
-    pairs, stats = plan_pairs(window, opts.max_seq_length - 3, opts.short_seq_prob, opts.dupe_factor,
-                              random.Random("/".join(map(str, seed))))
     rng = np.random.default_rng(seed)
-    pairs = truncate(pairs, opts.max_seq_length - 3, rng)
-    pairs = pairs.take(rng.permutation(len(pairs)))  # Google shuffles all instances of all passes
-    tokens, offsets, segment_b_start = assemble(window, pairs, SpecialIds.of(tok))
+    special = SpecialIds.of(tok)
+    if opts.objective == "mlm":
+        tokens, offsets, sequence_documents = packed_instances(window, opts.max_seq_length, opts.cross_document,
+                                                               opts.dupe_factor, special, rng)
+        segment_b_start = np.diff(offsets).astype(np.int32)  # no segment B: every segment id is 0
+        labels = fallback = np.zeros(len(offsets) - 1, dtype=np.uint8)
+        counters = {"dropped_pairs": 0, "long_sentences": 0, "sequence_documents": sequence_documents}
+    else:
+        plan = plan_pairs if opts.objective == "nsp" else plan_sop_pairs
+        pairs, stats = plan(window, opts.max_seq_length - 3, opts.short_seq_prob, opts.dupe_factor,
+                            random.Random("/".join(map(str, seed))))
+        pairs = truncate(pairs, opts.max_seq_length - 3, rng)
+        pairs = pairs.take(rng.permutation(len(pairs)))  # Google shuffles all instances of all passes
+        tokens, offsets, segment_b_start = assemble(window, pairs, special)
+        labels, fallback = pairs.is_random_next, pairs.fallback  # sop: is_random_next holds "swapped"
+        counters = {"dropped_pairs": stats.dropped_pairs, "long_sentences": stats.long_sentences}
     if params is None:
-        params = MaskingParams.from_tokenizer(tok, opts.masked_lm_prob, opts.max_predictions, opts.whole_word_mask)
+        params = masking_params(tok, opts)
     masked = mask_tokens(tokens, offsets, params, rng)
     dtype = token_dtype(tok.vocab_size)  # the shard's dtype now: less to pickle and to hold until written
     examples = Examples(
         input_ids=masked.input_ids.astype(dtype), offsets=offsets, segment_b_start=segment_b_start,
-        next_sentence_labels=pairs.is_random_next, fallback=pairs.fallback,
+        next_sentence_labels=labels, fallback=fallback,
         masked_positions=masked.positions.astype(np.int32),
         masked_offsets=np.concatenate([[0], np.cumsum(masked.counts)]).astype(np.int64),
         masked_ids=masked.original_ids.astype(dtype))
     sentences = window.sentences_per_document()
     counters = {"documents": window.num_documents, "sentences": window.num_sentences,
-                "single_sentence_documents": int((sentences == 1).sum()),
-                "dropped_pairs": stats.dropped_pairs, "long_sentences": stats.long_sentences,
+                "single_sentence_documents": int((sentences == 1).sum()), **counters,
                 "windows": 1, "lone_document_windows": int(window.num_documents == 1)}
     return WindowResult(split, index, examples, counters)
 
@@ -269,22 +307,30 @@ class SplitWriter:
         total = lambda key: sum(s[key] for s in shards)  # noqa: E731
         n, tokens = total("instances"), total("tokens")
         c = self.state.counters
+        stats = {
+            "random_next_fraction": total("random_next") / n if n else 0.0,
+            "mean_length": tokens / n if n else 0.0,
+            "padding_fraction": 1.0 - tokens / (n * self.opts.max_seq_length) if n else 0.0,
+            "masked_per_instance": total("masked_tokens") / n if n else 0.0,
+            "masked_fraction": total("masked_tokens") / tokens if tokens else 0.0,
+            "fallback_pairs": total("fallback_pairs"),
+            "dropped_pairs": c.get("dropped_pairs", 0),
+            "long_sentences": c.get("long_sentences", 0),
+            "single_sentence_documents": c.get("single_sentence_documents", 0),
+            "windows": c.get("windows", 0),
+        }
+        if self.opts.objective == "sop":  # label 1 is "swapped"; B never comes from elsewhere
+            stats = {"swapped_fraction": stats.pop("random_next_fraction"), **stats}
+            del stats["fallback_pairs"]
+        elif self.opts.objective == "mlm":  # no pairs: how full and how mixed the packed sequences are
+            for key in ("random_next_fraction", "fallback_pairs", "dropped_pairs", "long_sentences"):
+                del stats[key]
+            stats = {"documents_per_sequence": c.get("sequence_documents", 0) / n if n else 0.0, **stats}
         return {
             "instances": n, "tokens": tokens, "masked_tokens": total("masked_tokens"),
             "documents": c.get("documents", 0), "sentences": c.get("sentences", 0),
             "shards": [{k: s[k] for k in ("file", "instances", "tokens", "sha256")} for s in shards],
-            "stats": {
-                "random_next_fraction": total("random_next") / n if n else 0.0,
-                "mean_length": tokens / n if n else 0.0,
-                "padding_fraction": 1.0 - tokens / (n * self.opts.max_seq_length) if n else 0.0,
-                "masked_per_instance": total("masked_tokens") / n if n else 0.0,
-                "masked_fraction": total("masked_tokens") / tokens if tokens else 0.0,
-                "fallback_pairs": total("fallback_pairs"),
-                "dropped_pairs": c.get("dropped_pairs", 0),
-                "long_sentences": c.get("long_sentences", 0),
-                "single_sentence_documents": c.get("single_sentence_documents", 0),
-                "windows": c.get("windows", 0),
-            },
+            "stats": stats,
         }
 
 
@@ -458,7 +504,7 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
     # The pool first: its processes must start before the progress bar's refresh thread does.
     with _worker_pool(workers, tokenizer_dir) as pool, _Progress(corpus, show_progress) as progress:
         if pool is None:
-            params = MaskingParams.from_tokenizer(tok, opts.masked_lm_prob, opts.max_predictions, opts.whole_word_mask)
+            params = masking_params(tok, opts)
             for split, index, docs in read_windows(corpus, opts):
                 progress.read(len(docs))
                 if writers[split].wants(index):
@@ -482,7 +528,7 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    _check_usable(manifest, files)
+    _check_usable(manifest, files, opts)
     tok.save(out_dir / ARTIFACT_DIR)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
@@ -545,10 +591,16 @@ def _collect(async_result, writers, progress) -> None:
     progress.built(len(result.examples))
 
 
-def _check_usable(manifest: dict, files: list[Path]) -> None:
+def _check_usable(manifest: dict, files: list[Path], opts: MakeDataOptions) -> None:
     train = manifest["splits"]["train"]
+    names = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+    single = train["stats"].get("single_sentence_documents", 0)
+    if opts.objective == "sop" and single > 0.5 * train["documents"]:
+        # Such a document gives no sentence-order pair: most likely a blank line after every sentence.
+        raise UsageError(f"--objective sop needs documents of several sentences, but {single} of {train['documents']} "
+                         f"documents of {names} have one (is there a blank line after every sentence?); fix the "
+                         "blank lines or use --objective mlm")
     if train["instances"] == 0:
-        names = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
         if train["documents"] == 0:
             raise DataError(f"no training instances: the corpus ({names}) holds no text for the train split; "
                             "give text, one sentence per line")
@@ -561,19 +613,20 @@ def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
         warn(msg)
     train = manifest["splits"]["train"]
     stats = train["stats"]
-    if train["documents"] == 1:
+    pairs = opts.objective == "nsp"  # these warnings are about next-sentence pairs (sop refuses; mlm has none)
+    if pairs and train["documents"] == 1:
         warn(f"the train split is a single document, so no random next sentence can come from another document: "
              f"all {stats['fallback_pairs']} pairs that wanted one fell back to the actual next sentence "
              f"({stats['dropped_pairs']} had none and were dropped); separate documents with blank lines")
-    elif stats["fallback_pairs"] + stats["dropped_pairs"]:
+    elif pairs and stats["fallback_pairs"] + stats["dropped_pairs"]:
         warn(f"{stats['fallback_pairs']} pairs fell back to the actual next sentence and {stats['dropped_pairs']} were "
              "dropped because no other document was in reach (a window with a single document); "
              "give more documents or a larger --window-chars")
-    if stats["single_sentence_documents"] > 0.5 * train["documents"] > 0:
+    if pairs and stats["single_sentence_documents"] > 0.5 * train["documents"] > 0:
         warn(f"{stats['single_sentence_documents']} of {train['documents']} documents have a single sentence: "
              "is there a blank line between every sentence? Blank lines separate documents, and pairs "
              "never span documents, so next-sentence prediction cannot learn from such a corpus")
-    long_sentences = sum(manifest["splits"][s]["stats"]["long_sentences"] for s in SPLITS)
+    long_sentences = sum(manifest["splits"][s]["stats"].get("long_sentences", 0) for s in SPLITS)
     if long_sentences:
         warn(f"{long_sentences} sentence(s) are longer than max_seq_length - 3 = {opts.max_seq_length - 3} tokens "
              "and were truncated; split long lines into sentences, or raise --max-seq-length")

@@ -112,6 +112,8 @@ def predict(checkpoint: Path, queries: list[Query], top_k: int = 5, tokenizer_di
     if top_k < 1:
         raise UsageError(f"--top-k {top_k} must be at least 1")
     model, state, ckpt = load_model(checkpoint, device)
+    if not model.sentence_task and any(q.next_text is not None for q in queries):
+        raise UsageError(f"checkpoint {ckpt} was trained with objective mlm and has no sentence head; drop --next")
     tok = checkpoint_tokenizer(ckpt, state, tokenizer_dir)
     encoded = _encode_queries(queries, tok, model.config.max_position_embeddings)
     top_k = min(top_k, tok.vocab_size)
@@ -140,7 +142,8 @@ def _predict_batch(model, tok: Tokenizer, queries: list[Query], batch: list[tupl
         out = model(input_ids.to(device), token_type_ids.to(device), attention_mask.to(device), masked_positions.to(device))
     probs = out.mlm_logits.float().softmax(-1).view(B, P, -1).cpu()  # (B, P, V)
     top_p, top_ids = probs.topk(top_k, dim=-1)  # (B, P, k), sorted descending
-    is_next = out.nsp_logits.float().softmax(-1)[:, 0].cpu()  # label 0 = actual next
+    # label 0 = actual next (nsp) or in order (sop); an mlm model has no head (and no --next)
+    is_next = None if out.nsp_logits is None else out.nsp_logits.float().softmax(-1)[:, 0].cpu()
     results = []
     for b, (q, (ids, b_start), pos) in enumerate(zip(queries, batch, positions)):
         masks, filled = [], list(ids)

@@ -10,12 +10,17 @@ A shard is a safetensors file (no pickle, memory-mappable) of ragged arrays, no 
 
     input_ids           [tokens]   uint16 (int32 if the vocab exceeds 65536): masks applied
     offsets             [n+1]      int64: instance i is input_ids[offsets[i]:offsets[i+1]]
-    segment_b_start     [n]        int32: position of B's first token (segment id 1 from here)
-    next_sentence_labels[n]        uint8: 1 = B is random, 0 = B is the actual next (Google's)
+    segment_b_start     [n]        int32: position of B's first token (segment id 1 from here);
+                                   the instance's length for mlm (no segment B)
+    next_sentence_labels[n]        uint8: 1 = B is random, 0 = B is the actual next (Google's);
+                                   sop: 1 = A and B swapped; mlm: always 0
     fallback            [n]        uint8: 1 = a random B was wanted but none could be drawn
     masked_positions    [m]        int32: positions inside the instance, ascending per instance
     masked_offsets      [n+1]      int64: instance i's masks are masked_*[masked_offsets[i]:...[i+1]]
     masked_ids          [m]        the original token at each masked position (the MLM label)
+
+The manifest's `options.objective` (nsp, sop or mlm; absent in data made before it existed:
+nsp) says how to read the labels; shards of different objectives are not read as one dataset.
 
 The unmasked tokens are input_ids with masked_ids written back at masked_positions, so
 training can re-mask dynamically. This module knows the format; it does not create examples.
@@ -36,6 +41,7 @@ import numpy as np
 
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import atomic_path, read_json, sha256_file
+from bertcli.objectives import get_objective, manifest_objective
 
 FORMAT = "bertcli-pretraining-data"
 FORMAT_VERSION = 1  # of a shard file
@@ -287,8 +293,9 @@ def check_examples(ex: Examples, path: Path, vocab_size: int, max_seq_length: in
             raise bad(name, f"holds token id {int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())}, "
                       f"outside the vocabulary of {vocab_size}")
     segment_b_start = np.asarray(ex.segment_b_start, dtype=np.int64)
-    if n and ((segment_b_start < 1) | (segment_b_start >= lengths)).any():
-        k = int(np.flatnonzero((segment_b_start < 1) | (segment_b_start >= lengths))[0])
+    # == the length: no segment B (mlm's packed sequences)
+    if n and ((segment_b_start < 1) | (segment_b_start > lengths)).any():
+        k = int(np.flatnonzero((segment_b_start < 1) | (segment_b_start > lengths))[0])
         raise bad("segment_b_start", f"is {segment_b_start[k]} for instance {k} of {lengths[k]} tokens")
     for name in ("next_sentence_labels", "fallback"):
         if n and int(np.asarray(getattr(ex, name)).max()) > 1:
@@ -341,6 +348,7 @@ def load_manifest(data_dir: Path) -> dict:
         raise UsageError(f"{path} has format_version {str(manifest.get('format_version'))[:20]}, this bertcli reads "
                          f"1 and {MANIFEST_VERSION}; rebuild the data with `bertcli make-data`")
     ManifestCheck(path, data_dir).check(manifest)
+    manifest_objective(manifest, path)
     return manifest
 
 
@@ -390,7 +398,12 @@ class ManifestCheck:
         self.get(opts, "max_predictions", "options", int, 1, max_seq_length - 3)
         self.get(opts, "masked_lm_prob", "options", float, 1e-9, 1 - 1e-9)
         self.get(opts, "whole_word_mask", "options", bool)
-        self.get(opts, "short_seq_prob", "options", float, 0, 1, required=False)
+        self.get(opts, "objective", "options", str, required=False)  # absent: nsp (see objectives.py)
+        if opts.get("short_seq_prob") is not None:  # null for mlm, which has no short sequences
+            self.get(opts, "short_seq_prob", "options", float, 0, 1, required=False)
+        self.get(opts, "mask_replace_prob", "options", float, 0, 1, required=False)
+        self.get(opts, "random_replace_prob", "options", float, 0, 1, required=False)
+        self.get(opts, "cross_document", "options", bool, required=False)
         self.get(opts, "validation_fraction", "options", float, 0, 1, required=False)
         self.get(opts, "dupe_factor", "options", int, 1, MAX_COUNT, required=False)
         self.get(opts, "seed", "options", int, required=False)
@@ -462,7 +475,8 @@ SIGNATURE_OPTIONS = ("max_seq_length", "max_predictions")
 def data_signature(manifest: dict) -> dict:
     return {"tokenizer_sha256": manifest["tokenizer"].get("sha256"),
             "vocab_size": manifest["tokenizer"].get("vocab_size"),
-            **{k: manifest["options"].get(k) for k in SIGNATURE_OPTIONS}}
+            **{k: manifest["options"].get(k) for k in SIGNATURE_OPTIONS},
+            "objective": manifest_objective(manifest).name}
 
 
 class PretrainingData:
@@ -482,6 +496,9 @@ class PretrainingData:
         self.signature = data_signature(self.manifests[0])
         for d, m in zip(dirs[1:], self.manifests[1:]):
             other = data_signature(m)
+            if other["objective"] != self.signature["objective"]:
+                raise UsageError(f"{d} was made with --objective {other['objective']} but {dirs[0]} with "
+                                 f"{self.signature['objective']}; a run trains one objective: list data of one objective in data.dir")
             for key, value in self.signature.items():
                 if other[key] != value:
                     raise UsageError(f"{d} was made with {key}={other[key]} but {dirs[0]} with {value}; "
@@ -510,6 +527,11 @@ class PretrainingData:
     @property
     def vocab_size(self) -> int:
         return int(self.signature["vocab_size"])
+
+    @property
+    def objective(self):
+        """The `objectives.Objective` the data was made for (nsp, sop or mlm)."""
+        return get_objective(self.signature["objective"])
 
     def __len__(self) -> int:
         return int(self.cumulative[-1])

@@ -33,7 +33,7 @@ def show_data(data_dir: Path, split: str, start: int, count: int, as_json: bool,
     if stop == start:
         console.print(f"the {split} split of {data_dir} has no instances")
     for i in range(start, stop):
-        console.print(render(i, data[i], tok))
+        console.print(render(i, data[i], tok, data.objective.label_names))
 
 
 def example_json(index: int, ex: Example) -> dict:
@@ -52,11 +52,15 @@ def _tokenizer(data: PretrainingData, data_dir: Path, tokenizer_dir: Path | None
     return tok
 
 
-def render(index: int, ex: Example, tok: Tokenizer) -> Text:
-    """One instance as pieces: segment B in cyan after "‖", a masked position as shown⟨original⟩."""
+def render(index: int, ex: Example, tok: Tokenizer,
+           label_names: tuple[str, str] | None = ("actual next", "random next")) -> Text:
+    """One instance as pieces: segment B in cyan after "‖", a masked position as shown⟨original⟩.
+
+    `label_names` say what labels 0 and 1 mean for the data's objective (None: mlm, no label).
+    """
     originals = dict(zip(ex.masked_positions.tolist(), ex.masked_ids.tolist()))
     line = Text(f"#{index} ", style="bold")
-    line.append("random next" if ex.next_sentence_label else "actual next", style="magenta")
+    line.append(label_names[ex.next_sentence_label] if label_names else "packed", style="magenta")
     line.append(f"  {len(ex.input_ids)} tokens, {len(originals)} masked\n", style="dim")
     for pos, piece in enumerate(tok.pieces(ex.input_ids)):
         if pos == ex.segment_b_start:

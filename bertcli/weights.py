@@ -32,6 +32,7 @@ from bertcli.errors import DataError, UsageError
 from bertcli.model import ACTIVATIONS, BertConfig
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
+SENTENCE_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # what only nsp and sop models have
 HEADS = ("bert.pooler.", "cls.")  # may be missing from a published checkpoint: initialised fresh
 ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size", "hidden_act", "layer_norm_eps")
@@ -179,15 +180,18 @@ def load_pretrained(model: torch.nn.Module, path: Path) -> None:
     """Copy weights into `model`, naming any missing, unexpected or mis-shaped key.
 
     From a published directory, missing pretraining heads keep their fresh initialisation (said
-    in one line); anywhere else, every key must be there.
+    in one line); anywhere else, every key must be there — except the sentence head (pooler and
+    two-way classifier), which differs between objectives: an mlm model leaves out the one it is
+    given, and an nsp/sop model starting from mlm weights initialises its own.
     """
     path = Path(path)
     published = is_published_dir(path)
     weights = normalize_keys(read_weights(path), path)
     own = model.state_dict()
+    weights = {k: v for k, v in weights.items() if k in own or not k.startswith(SENTENCE_HEAD)}
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    fresh = [k for k in missing if published and k.startswith(HEADS)]
+    fresh = [k for k in missing if (published and k.startswith(HEADS)) or k.startswith(SENTENCE_HEAD)]
     missing = [k for k in missing if k not in fresh]
     if missing or unexpected:
         raise UsageError(f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
