@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bertcli.config import DataConfig
 from bertcli.errors import UsageError
 from bertcli.instances import MaskingParams, mask_tokens
 from bertcli.model import IGNORE_INDEX
+from bertcli.objectives import remask_params
 from bertcli.shards import Example, PretrainingData
 
 PAD_MULTIPLE = 8
@@ -131,21 +132,28 @@ def _remask(examples: list[Example], params: MaskingParams, rng: np.random.Gener
                     e.next_sentence_label) for i, e in enumerate(examples)]
 
 
-def dynamic_masking(data: PretrainingData, masking: str) -> MaskingParams | None:
-    """The masking parameters to re-draw masks with (data.masking: dynamic), from the data's own options."""
-    if masking != "dynamic":
+def carried_tokenizer(data: PretrainingData, needed: bool):
+    """The data's tokenizer (the copy the data directory carries; see artifacts.py). Data from before
+    tokenizers travelled with it may have lost its tokenizer: then None, unless `needed`."""
+    from bertcli.artifacts import data_tokenizer
+    from bertcli.tokenizer import ARTIFACT_DIR
+
+    try:
+        return data_tokenizer(data.dirs[0], data.manifests[0])
+    except UsageError:
+        if needed or (data.dirs[0] / ARTIFACT_DIR).is_dir():
+            raise
         return None
-    opts = data.manifests[0]["options"]
-    word_starts = None
-    if opts.get("whole_word_mask"):
-        from bertcli.tokenizer import Tokenizer
-        tok = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"]))
-        if tok.sha256 != data.signature["tokenizer_sha256"]:
-            raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
-                             f"{tok.path} has changed since the data was made")
-        word_starts = tok.word_starts()
-    return MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
-                         bool(opts.get("whole_word_mask")), word_starts)
+
+
+def dynamic_masking(data: PretrainingData, masking: DataConfig, tokenizer) -> MaskingParams | None:
+    """The masking parameters to re-draw masks with (data.masking: dynamic): the data's own options,
+    or the config's data.masked_lm_prob / mask_replace_prob / random_replace_prob where set, with
+    its tokenizer's ids (special, replacement, word starts)."""
+    if masking.masking != "dynamic":
+        return None
+    return remask_params(data.manifests[0]["options"], data.max_seq_length, data.max_predictions, tokenizer,
+                         masking.masked_lm_prob, masking.mask_replace_prob, masking.random_replace_prob)
 
 
 class BatchPlan:
@@ -231,7 +239,9 @@ class MicroBatches(torch.utils.data.Dataset):
         if self.remask_params is not None:
             rng = np.random.default_rng([self.plan.seed, 1, step, micro, self.rank])
             remask = (self.remask_params, rng)
-        return collate([self.data[int(i)] for i in indices], self.data.max_predictions, remask)
+        # a dynamic rate of its own may mask more positions than the data's masks did
+        width = self.data.max_predictions if self.remask_params is None else self.remask_params.max_predictions
+        return collate([self.data[int(i)] for i in indices], width, remask)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -7,6 +7,7 @@ A checkpoint is a directory `out_dir/checkpoints/step-NNNNNNN/`:
     scaler.pt            the fp16 GradScaler's state, when fp16 is used
     trainer_state.json   step, tokens seen, model config, data signature, sha256 of each file above
     config.yaml          the resolved run config, so the checkpoint loads with nothing else
+    tokenizer/           the training data's tokenizer (format_version 2; see artifacts.py)
 
 It is written under a temporary name and renamed, so a kill mid-save leaves the previous
 checkpoint as the latest complete one. Data position and dropout seeds derive from the step
@@ -36,9 +37,11 @@ from safetensors.torch import load_file, save_file
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, replace_dir, sha256_file, write_json_atomic
 from bertcli.model import BertConfig, BertForPreTraining, config_problems
+from bertcli.objectives import checkpoint_objective
+from bertcli.tokenizer import ARTIFACT_DIR
 
 FORMAT = "bertcli-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: carries tokenizer/ (1 still loads: artifacts.py finds its tokenizer the old way)
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
@@ -61,7 +64,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer, scaler, state: dict,
-                    config_yaml: str, keep: int) -> Path:
+                    config_yaml: str, keep: int, tokenizer=None) -> Path:
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step:07d}"
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -87,6 +90,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
             files.append(SCALER_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml)
         files.append(CONFIG_FILE)
+        if tokenizer is not None:  # the training data's tokenizer travels with the weights (artifacts.py)
+            tokenizer.save(tmp / ARTIFACT_DIR)
         state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state,
                  "files": {name: sha256_file(tmp / name) for name in files}}
         write_json_atomic(tmp / STATE_FILE, state)
@@ -200,9 +205,9 @@ def read_state(ckpt: Path) -> dict:
     state = read_json(path, "trainer state")
     if state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli checkpoint")
-    if state.get("format_version") != FORMAT_VERSION:
+    if state.get("format_version") not in (1, FORMAT_VERSION):
         raise UsageError(f"{ckpt} has checkpoint format_version {str(state.get('format_version'))[:20]}, "
-                         f"this bertcli reads {FORMAT_VERSION}")
+                         f"this bertcli reads 1 and {FORMAT_VERSION}")
     for key in ("step", "model_config", "files"):
         if key not in state:
             raise DataError(f"{path} lacks {key!r}; the checkpoint is damaged, use an earlier one")
@@ -230,10 +235,11 @@ def verify_files(ckpt: Path, state: dict, names: list[str]) -> None:
             raise DataError(f"{path} does not match its sha256 in {STATE_FILE}; the checkpoint is damaged, use an earlier one")
 
 
-def expected_shapes(config: BertConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
-    """Every weight's shape and dtype for a config, computed without allocating the model."""
+def expected_shapes(config: BertConfig, sentence_task: bool = True) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Every weight's shape and dtype for a config, computed without allocating the model
+    (sentence_task False: an mlm model, without pooler and two-way head)."""
     with torch.device("meta"):
-        model = BertForPreTraining(config)
+        model = BertForPreTraining(config, sentence_task=sentence_task)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 
 
@@ -241,7 +247,7 @@ def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, after checking their checksum and that they are the model its state describes."""
     verify_files(ckpt, state, [MODEL_FILE])
     path = ckpt / MODEL_FILE
-    expected = expected_shapes(BertConfig(**state["model_config"]))
+    expected = expected_shapes(BertConfig(**state["model_config"]), checkpoint_objective(state, ckpt).has_sentence_task)
     try:
         with safe_open(str(path), "pt") as f:  # the header alone: shapes are checked before anything is allocated
             keys = set(f.keys())

@@ -15,19 +15,29 @@ import typer
 
 from bertcli import __version__
 from bertcli.console import console, error_line
-from bertcli.errors import BertcliError
+from bertcli.errors import BertcliError, UsageError
+from bertcli.stopping import terminate_like_ctrl_c
 
 app = typer.Typer(
     name="bertcli",
     help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → [bold]pretrain[/bold] → [bold]eval[/bold]; then [bold]export[/bold] to Hugging Face or try it with [bold]predict[/bold].",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="rich",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 INPUT_HELP = "Text files, directories (their *.txt, recursively) or globs; .gz/.bz2/.xz are read transparently."
-TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL = "Tokenizer", "Data", "Run"
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL = "Tokenizer", "Data", "Run", "Switches"
+FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _precision(value: str) -> str:
+    """One spelling for precisions (fp32|bf16|fp16); torch's names are accepted as aliases."""
+    return PRECISION_ALIASES.get(value, value)
 
 
 def _version(value: bool) -> None:
@@ -45,30 +55,43 @@ def _root(
 
 @app.command(no_args_is_help=True)
 def tokenize(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
+    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
-    model_type: str = typer.Option("bpe", help="SentencePiece algorithm: bpe (merge-based, like WordPiece) or unigram.", rich_help_panel=TOKENIZER_PANEL),
-    lowercase: bool = typer.Option(False, "--lowercase", help="Case-fold text (an uncased model).", rich_help_panel=TOKENIZER_PANEL),
+    model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
+    lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase", metavar=FLAG, help="Case-fold text (an uncased model) or not \\[default: no; with --from: what the tokenizer says].", rich_help_panel=SWITCHES_PANEL, show_default=False),
+    from_: Optional[Path] = typer.Option(None, "--from", help="Adopt a published BERT tokenizer instead of training: a Google vocab.txt or a Hugging Face BERT tokenizer directory.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
+    add_words: Optional[Path] = typer.Option(None, "--add-words", help="With --from: put these words (one per line) into the vocabulary's \\[unused] slots.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
     character_coverage: float = typer.Option(0.9999, help="Share of characters the vocabulary must cover; rarer ones become [UNK].", rich_help_panel=TOKENIZER_PANEL),
-    byte_fallback: bool = typer.Option(False, "--byte-fallback", help="Spell unknown characters as UTF-8 bytes instead of [UNK].", rich_help_panel=TOKENIZER_PANEL),
+    byte_fallback: bool = typer.Option(False, "--byte-fallback/--no-byte-fallback", metavar=FLAG, show_default=False, help="Spell unknown characters as UTF-8 bytes instead of [UNK].", rich_help_panel=SWITCHES_PANEL),
     input_sentence_size: int = typer.Option(10_000_000, help="Train on a uniform random sample of at most this many sentences.", rich_help_panel=RUN_PANEL),
     threads: int = typer.Option(0, help="Training threads (0: all cores). The model depends on it: fix it to reproduce across machines.", rich_help_panel=RUN_PANEL),
     seed: int = typer.Option(12345, help="Seed for the sample and for SentencePiece.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
 ) -> None:
-    """Train a SentencePiece tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4)."""
-    from bertcli.corpus import Corpus, expand_inputs
-    from bertcli.reports import print_tokenize_report
-    from bertcli.tokenizer import TrainOptions, train
+    """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
+    from bertcli.errors import UsageError
+    from bertcli.reports import print_adopt_report, print_tokenize_report
+    from bertcli.tokenizer import TrainOptions, adopt, train
 
-    options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=lowercase,
+    if from_ is not None:
+        if inputs:
+            raise UsageError("--from adopts a tokenizer: give no INPUT files with it")
+        print_adopt_report(adopt(from_, out, lowercase, add_words, overwrite), out)
+        return
+    if add_words is not None:
+        raise UsageError("--add-words fills a published vocabulary's [unused] slots: use it with --from")
+    if not inputs:
+        raise UsageError("give INPUT text files to train on, or --from a published tokenizer")
+    from bertcli.corpus import Corpus, expand_inputs
+
+    options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=bool(lowercase),
                            character_coverage=character_coverage, byte_fallback=byte_fallback,
                            input_sentence_size=input_sentence_size, threads=threads, seed=seed)
     options.validate()
     corpus = Corpus(expand_inputs(inputs), strict=strict)
-    with console.status("training tokenizer"):
+    with terminate_like_ctrl_c(), console.status("training tokenizer"):
         report = train(corpus, out, options, overwrite=overwrite)
     print_tokenize_report(report, out)
 
@@ -78,42 +101,49 @@ def make_data_command(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
-    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and both [SEP] included.", rich_help_panel=DATA_PANEL),
+    objective: str = typer.Option("nsp", metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
+    cross_document: bool = typer.Option(True, "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
+    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
     max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
-    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask.", rich_help_panel=DATA_PANEL),
-    short_seq_prob: float = typer.Option(0.1, help="Probability of a shorter target length for a document pass.", rich_help_panel=DATA_PANEL),
+    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask, 0.05 to 0.5.", rich_help_panel=DATA_PANEL),
+    mask_replace_prob: float = typer.Option(0.8, help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
+    random_replace_prob: float = typer.Option(0.1, help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
+    short_seq_prob: Optional[float] = typer.Option(None, help="nsp and sop: probability of a shorter target length for a document pass (default 0.1). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
     dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
-    whole_word_mask: bool = typer.Option(False, "--whole-word-mask", help="Mask all pieces of a word together.", rich_help_panel=DATA_PANEL),
+    whole_word_mask: bool = typer.Option(False, "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
     seed: int = typer.Option(12345, help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
     validation_fraction: float = typer.Option(0.01, help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
     window_chars: int = typer.Option(1_000_000, help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
     shard_size: int = typer.Option(100_000, help="Instances per shard.", rich_help_panel=RUN_PANEL),
     workers: int = typer.Option(0, help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
 ) -> None:
-    """Build sharded BERT pretraining examples: next-sentence pairs with masked-LM masking."""
+    """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
     from bertcli.corpus import expand_inputs
     from bertcli.make_data import MakeDataOptions, make_data
     from bertcli.reports import print_make_data_report
 
-    options = MakeDataOptions(max_seq_length=max_seq_length, max_predictions=max_predictions,
-                              masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
+    options = MakeDataOptions(objective=objective, cross_document=cross_document, max_seq_length=max_seq_length,
+                              max_predictions=max_predictions, masked_lm_prob=masked_lm_prob,
+                              mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob,
+                              short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                               whole_word_mask=whole_word_mask, seed=seed, validation_fraction=validation_fraction,
                               shard_size=shard_size, window_chars=window_chars, workers=workers, strict=strict).resolve()
-    manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
+    with terminate_like_ctrl_c():
+        manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
     print_make_data_report(manifest, out)
 
 
 @app.command("show-data", no_args_is_help=True)
 def show_data_command(
     data: Path = typer.Argument(..., metavar="DIR", help="A make-data output directory."),
-    split: str = typer.Option("train", help="train or validation."),
+    split: str = typer.Option("train", metavar="<train|validation>", help="Which split to show."),
     start: int = typer.Option(0, help="Index of the first instance to show."),
     count: int = typer.Option(5, help="How many instances to show."),
-    json_lines: bool = typer.Option(False, "--json", help="One JSON object per instance on stdout."),
-    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one in the manifest)."),
+    json_lines: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per instance on stdout."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
     """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
     from bertcli.show_data import show_data
@@ -124,10 +154,10 @@ def show_data_command(
 @app.command(no_args_is_help=True)
 def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.learning_rate=2e-4 (repeatable)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.learning_rate=2e-4; repeat --set for each key."),
     resume: Optional[str] = typer.Option(None, "--resume", help="auto (latest checkpoint in out_dir, if any) or a checkpoint path."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in out_dir."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML on stdout and exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a run already in out_dir."),
+    print_config: bool = typer.Option(False, "--print-config", metavar=FLAG, help="Print the resolved config as YAML on stdout and exit."),
 ) -> None:
     """Pretrain BERT (masked LM + next sentence) on make-data shards; torchrun -m bertcli pretrain for several GPUs."""
     from bertcli.config import load_config
@@ -147,12 +177,12 @@ def pretrain(
 def eval_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
     data: Path = typer.Option(..., "--data", help="A make-data output directory."),
-    split: str = typer.Option("validation", help="validation or train."),
+    split: str = typer.Option("validation", metavar="<validation|train>", help="Which split to evaluate on."),
     batch_size: int = typer.Option(64, help="Sequences per batch."),
     max_batches: int = typer.Option(0, help="Evaluate at most this many batches (0: all)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (auto: bf16 on a GPU that has it)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object on stdout."),
+    device: str = typer.Option("auto", metavar="<auto|cpu|cuda>", help="Where to run (auto: cuda if available)."),
+    precision: str = typer.Option("fp32", metavar="<auto|fp32|bf16|fp16>", callback=_precision, help="Precision (auto: bf16 on a GPU that has it, else fp32)."),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the metrics as one JSON object on stdout."),
 ) -> None:
     """Masked-LM accuracy and next-sentence accuracy of a checkpoint, with Google's metric names."""
     import json
@@ -173,9 +203,9 @@ def eval_command(
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the Hugging Face model to."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
-    dtype: str = typer.Option("float32", help="Weights as float32 or bfloat16."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
+    dtype: str = typer.Option("fp32", metavar="<fp32|bf16>", callback=_precision, help="Precision of the exported weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory."),
 ) -> None:
     """Write a Hugging Face model directory (config.json, model.safetensors, tokenizer.json) for transformers.
 
@@ -185,7 +215,9 @@ def export(
     from bertcli.export import export as run_export
     from bertcli.reports import print_export_summary
 
-    print_export_summary(run_export(checkpoint, out, tokenizer, dtype, overwrite))
+    if dtype not in TORCH_DTYPE_NAMES:
+        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(TORCH_DTYPE_NAMES)}")
+    print_export_summary(run_export(checkpoint, out, tokenizer, TORCH_DTYPE_NAMES[dtype], overwrite))
 
 
 @app.command(no_args_is_help=True)
@@ -196,9 +228,9 @@ def predict(
     next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the run's data was made with]."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per text on stdout instead of tables."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
+    device: str = typer.Option("auto", metavar="<auto|cpu|cuda>", help="Where to run (auto: cuda if available)."),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per text on stdout instead of tables."),
 ) -> None:
     """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the next-sentence head.
 

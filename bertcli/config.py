@@ -41,6 +41,12 @@ def _f(default, help: str):
 class DataConfig:
     dir: Union[str, list[str]] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
     masking: Literal["static", "dynamic"] = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
+    masked_lm_prob: Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
+                                               "(null: the data's --masked-lm-prob)")
+    mask_replace_prob: Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
+                                                  "(null: the data's, 0.8 as BERT)")
+    random_replace_prob: Optional[float] = _f(None, "dynamic masking: share that become a random token, the rest "
+                                                    "stay (null: the data's, 0.1 as BERT)")
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
 
 
@@ -181,7 +187,8 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
             kwargs[key] = _build(SECTIONS[key], value, f"{key}.", problems)
             continue
         hint = hints[key]
-        if hint is float and isinstance(value, str):
+        numeric = hint is float or (hint == Optional[float] and value is not None)
+        if numeric and isinstance(value, str):
             # PyYAML reads 1e-4 (no dot) as a string: accept what float() accepts.
             try:
                 value = float(value)
@@ -190,7 +197,7 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
         if not _type_ok(value, hint):
             problems.append(f"{prefix}{key} must be {_type_name(hint)}, got {_show.repr(value)}")
             continue
-        if hint is float:
+        if numeric:
             value = float(value)
             if not math.isfinite(value):
                 problems.append(f"{prefix}{key} must be a finite number, got {value}")
@@ -311,4 +318,21 @@ def validate(c: Config) -> list[str]:
         p.append("system.eval_interval and system.eval_batches must be >= 0")
     if c.data.num_workers < 0:
         p.append("data.num_workers must be >= 0")
+    p.extend(_masking_problems(c.data))
+    return p
+
+
+def _masking_problems(d: DataConfig) -> list[str]:
+    """The dynamic-masking keys: in range, and only with data.masking dynamic (static masks are make-data's)."""
+    p = []
+    keys = {k: getattr(d, k) for k in ("masked_lm_prob", "mask_replace_prob", "random_replace_prob")}
+    given = [k for k, v in keys.items() if v is not None]
+    if given and d.masking != "dynamic":
+        p.append(f"data.{given[0]} applies to data.masking: dynamic only (static masks are the ones make-data wrote); "
+                 "set data.masking: dynamic or drop it")
+    if d.masked_lm_prob is not None and not 0.05 <= d.masked_lm_prob <= 0.5:
+        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between 0.05 and 0.5")
+    split = [v for v in (d.mask_replace_prob, d.random_replace_prob) if v is not None]
+    if any(not 0.0 <= v <= 1.0 for v in split) or sum(split) > 1.0 + 1e-9:
+        p.append("data.mask_replace_prob and data.random_replace_prob must be in [0, 1] and add up to at most 1")
     return p

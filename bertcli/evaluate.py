@@ -1,9 +1,12 @@
-"""Masked-LM and next-sentence metrics, computed as Google's run_pretraining.py reports them.
+"""Masked-LM and next-sentence (or sentence-order) metrics, computed as Google's run_pretraining.py reports them.
 
 `evaluate` is shared by `bertcli eval` and the evaluations during training. It runs in eval
 mode (no dropout) under inference_mode, over batches in a fixed order, and reports beside the
 metrics the baselines that give them meaning: always guessing the most frequent masked token,
 and always guessing the majority next-sentence class (the random share is not exactly 50%).
+The sentence task's metrics are named after the objective (`next_sentence_*` for nsp,
+`sentence_order_*` for sop); an mlm model, or data of another objective than the model's, gets
+masked-LM metrics only.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ import torch
 from bertcli.batches import eval_batches
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import UsageError
+from bertcli.console import warn
 from bertcli.model import IGNORE_INDEX, BertConfig, BertForPreTraining
+from bertcli.objectives import OBJECTIVES, Objective, checkpoint_objective
 from bertcli.shards import PretrainingData
 
 
-def evaluate(model: torch.nn.Module, batches, device: torch.device, autocast=contextlib.nullcontext) -> dict:
+def evaluate(model: torch.nn.Module, batches, device: torch.device, autocast=contextlib.nullcontext,
+             sentence_task: Objective | None = OBJECTIVES["nsp"]) -> dict:
+    """Metrics over `batches`; `sentence_task` names the two-way task to report (None: masked-LM only)."""
+    if sentence_task is not None and not sentence_task.has_sentence_task:
+        sentence_task = None
     was_training = model.training
     model.eval()
     mlm_loss = nsp_loss = 0.0
@@ -35,9 +44,10 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, autocast=con
             with autocast():
                 out = model(**batch.model_inputs())
             mlm_loss += float(out.mlm_loss_sum)
-            nsp_loss += float(out.nsp_loss_sum)
             mlm_correct += int(out.mlm_correct)
-            nsp_correct += int(out.nsp_correct)
+            if sentence_task is not None:
+                nsp_loss += float(out.nsp_loss_sum)
+                nsp_correct += int(out.nsp_correct)
             masked += int(out.masked_count)
             examples += len(batch.next_sentence_labels)
             labels = batch.masked_labels[batch.masked_labels != IGNORE_INDEX]
@@ -47,26 +57,30 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, autocast=con
     if examples == 0:
         raise UsageError("nothing to evaluate: the split is empty")
     masked_lm_loss = mlm_loss / max(masked, 1)
-    next_sentence_loss = nsp_loss / examples
-    return {
+    metrics = {
         "masked_lm_accuracy": mlm_correct / max(masked, 1),
         "masked_lm_loss": masked_lm_loss,
-        "next_sentence_accuracy": nsp_correct / examples,
-        "next_sentence_loss": next_sentence_loss,
-        "loss": masked_lm_loss + next_sentence_loss,
+        "loss": masked_lm_loss,
         "perplexity": math.exp(min(masked_lm_loss, 700.0)),
         "baseline_masked_lm_accuracy": max(label_counts.values(), default=0) / max(masked, 1),
-        "baseline_next_sentence_accuracy": max(nsp_counts.values(), default=0) / examples,
         "examples": examples,
         "masked_tokens": masked,
     }
+    if sentence_task is not None:
+        stem = sentence_task.sentence_metric
+        metrics[f"{stem}_accuracy"] = nsp_correct / examples
+        metrics[f"{stem}_loss"] = nsp_loss / examples
+        metrics["loss"] = masked_lm_loss + nsp_loss / examples
+        metrics[f"baseline_{stem}_accuracy"] = max(nsp_counts.values(), default=0) / examples
+    return metrics
 
 
 def load_model(checkpoint: Path, device: torch.device) -> tuple[BertForPreTraining, dict, Path]:
     """A model in eval mode from a checkpoint or run directory, with its trainer state."""
     ckpt = resolve_checkpoint(checkpoint)
     state = read_state(ckpt)
-    model = BertForPreTraining(BertConfig(**state["model_config"]))
+    objective = checkpoint_objective(state, ckpt)
+    model = BertForPreTraining(BertConfig(**state["model_config"]), sentence_task=objective.has_sentence_task)
     model.load_state_dict(load_weights(ckpt, state))
     return model.to(device).eval(), state, ckpt
 
@@ -100,5 +114,10 @@ def run_eval(checkpoint: Path, data_dir: Path, split: str, batch_size: int, max_
         raise UsageError(f"the {split} split of {data_dir} is empty; choose another --split or make data "
                          "with a larger --validation-fraction")
     data.verify_all()
-    metrics = evaluate(model, eval_batches(data, batch_size, max_batches), device, autocast)
+    trained_for = checkpoint_objective(state, ckpt)
+    sentence_task = data.objective if data.objective == trained_for else None
+    if sentence_task is None and trained_for.has_sentence_task and data.objective.has_sentence_task:
+        warn(f"checkpoint {ckpt} was trained with objective {trained_for.name}, {data_dir} was made for "
+             f"{data.objective.name}: reporting masked-LM metrics only")
+    metrics = evaluate(model, eval_batches(data, batch_size, max_batches), device, autocast, sentence_task)
     return {**metrics, "global_step": state["step"], "checkpoint": str(ckpt)}

@@ -6,7 +6,11 @@ are Google's `create_pretraining_data.py` (see shared/bert_reference.md), with t
 - a pair is labelled "random next" only when segment B really comes from another document. If
   the 10 tries draw only the current document, the pair falls back to the actual next sentences
   (label 0) and is counted; a one-sentence chunk with nothing after it is dropped and counted.
-- a masked position replaced by a random token gets a non-special token, never [CLS]/[MASK]/...
+- a masked position replaced by a random token gets a token the tokenizer allows as a
+  replacement, never a special token ([CLS], [MASK], …) or an [unused…] slot.
+
+Token ids of [CLS]/[SEP]/[MASK] and the allowed replacements come from the tokenizer (see
+`SpecialIds`), never from constants: a published vocabulary has [CLS]=101.
 
 Speed comes from never copying tokens while pairing. A window's documents are one flat token
 array; since A is always consecutive sentences of one document and so is B, a pair is just two
@@ -26,10 +30,20 @@ from itertools import chain
 
 import numpy as np
 
-from bertcli.tokenizer import NUM_SPECIAL, SPECIAL_IDS
-
-CLS, SEP, MASK = SPECIAL_IDS["cls"], SPECIAL_IDS["sep"], SPECIAL_IDS["mask"]
 RANDOM_DOC_TRIES = 10
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The tokenizer's ids that building instances needs (see Tokenizer.special_ids)."""
+
+    cls: int
+    sep: int
+    mask: int
+
+    @classmethod
+    def of(cls, tokenizer) -> "SpecialIds":
+        return cls(tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id)
 
 
 @dataclass
@@ -211,7 +225,7 @@ def _other_document(d: int, num_documents: int, draw) -> int:
     return -1
 
 
-def assemble(window: Window, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assemble(window: Window, pairs: Pairs, special: SpecialIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`[CLS] A [SEP] B [SEP]` for every pair, end to end: (tokens, offsets, segment_b_start).
 
     One gather from the window's tokens plus a [CLS] and a [SEP] appended at its end. Each
@@ -221,7 +235,7 @@ def assemble(window: Window, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.n
     """
     n = len(pairs)
     cls_at, sep_at = len(window.tokens), len(window.tokens) + 1
-    source = np.concatenate([window.tokens, np.array([CLS, SEP], dtype=window.tokens.dtype)])
+    source = np.concatenate([window.tokens, np.array([special.cls, special.sep], dtype=window.tokens.dtype)])
     one = np.ones(n, dtype=np.int64)
     run_length = np.stack([one, pairs.a_length, one, pairs.b_length, one], axis=1).ravel()
     run_source = np.stack([one * cls_at, pairs.a_start, one * sep_at, pairs.b_start, one * sep_at], axis=1).ravel()
@@ -243,9 +257,20 @@ def assemble(window: Window, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.n
 class MaskingParams:
     masked_lm_prob: float
     max_predictions: int
-    vocab_size: int
+    special: SpecialIds
+    replacement_ids: np.ndarray = field(repr=False)  # ids a position may be replaced by at random
     whole_word_mask: bool = False
     word_starts: np.ndarray | None = field(default=None, repr=False)  # bool per id (whole-word only)
+    # BERT's 80/10/10: a chosen position becomes [MASK], a random token, or stays (the rest)
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, masked_lm_prob: float, max_predictions: int, whole_word_mask: bool = False,
+                       mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1) -> "MaskingParams":
+        return cls(masked_lm_prob, max_predictions, SpecialIds.of(tokenizer), tokenizer.replacement_ids(),
+                   whole_word_mask, tokenizer.word_starts() if whole_word_mask else None,
+                   mask_replace_prob, random_replace_prob)
 
 
 @dataclass
@@ -273,11 +298,13 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
     Candidates are all positions but [CLS]/[SEP]. Google visits them in random order and takes
     num_to_predict of them (all, if fewer), i.e. a uniform random subset of that size. With
     whole-word masking a word's pieces form one group (a piece not starting with "▁" joins the
-    group before it) and groups are taken in random order while they fit. Each chosen position
-    becomes [MASK] with p 0.8, stays with p 0.1, becomes a random non-special token with p 0.1.
+    group before it; for WordPiece, a piece starting with "##") and groups are taken in random order
+    while they fit. Each chosen position becomes [MASK] with p 0.8, stays with p 0.1, becomes a
+    random allowed replacement token with p 0.1 (BERT's split; `mask_replace_prob` and
+    `random_replace_prob` change it, e.g. 1 / 0 for all [MASK]).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
-    candidate = (tokens != CLS) & (tokens != SEP)
+    candidate = (tokens != params.special.cls) & (tokens != params.special.sep)
     quota = num_to_predict(np.diff(offsets), params)
     if params.whole_word_mask:
         where = _whole_word_positions(tokens, offsets, candidate, params.word_starts, quota, rng)
@@ -287,9 +314,11 @@ def mask_tokens(tokens: np.ndarray, offsets: np.ndarray, params: MaskingParams, 
 
     corrupted = tokens.copy()
     u = rng.random(len(where))
-    replace_random = u >= 0.9
-    corrupted[where[u < 0.8]] = MASK
-    corrupted[where[replace_random]] = rng.integers(NUM_SPECIAL, params.vocab_size, int(replace_random.sum()))
+    # 1 - 0.1 is exactly 0.9: BERT's default split draws the same masks as before it was configurable
+    replace_random = u >= 1.0 - params.random_replace_prob
+    corrupted[where[u < params.mask_replace_prob]] = params.special.mask
+    pool = params.replacement_ids
+    corrupted[where[replace_random]] = pool[rng.integers(0, len(pool), int(replace_random.sum()))]
     counts = np.bincount(instance, minlength=len(offsets) - 1)
     return Masked(corrupted, where - offsets[instance], tokens[where], counts)
 

@@ -12,6 +12,9 @@ the head's work at the other ~85% of positions. `Speed` holds further implementa
 (the `system.*` settings): each changes float rounding or which dropout masks are drawn, never
 what is computed. Left out on purpose: head masks, cross-attention, caches, return_dict —
 pretraining needs none of them.
+
+`sentence_task=False` (the mlm objective) builds the model without the pooler and the
+two-way head, so its keys are exactly `BertForMaskedLM`'s and nothing is trained that no loss reaches.
 """
 
 from __future__ import annotations
@@ -269,18 +272,18 @@ class BertPooler(nn.Module):
 
 
 class BertModel(nn.Module):
-    def __init__(self, c: BertConfig):
+    def __init__(self, c: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.embeddings = BertEmbeddings(c)
         self.encoder = BertEncoder(c)
-        self.pooler = BertPooler(c)
+        self.pooler = BertPooler(c) if add_pooling_layer else None
 
     def forward(self, input_ids, token_type_ids, attention_mask=None, output_positions=None):
         """attention_mask None: no padding. output_positions (B, K), [CLS] first: h only there, (B, K, C)."""
         # bool (B, 1, 1, T): True where a key may be attended to
         attn_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         h = self.encoder(self.embeddings(input_ids, token_type_ids), attn_mask, output_positions)
-        return h, self.pooler(h)
+        return h, None if self.pooler is None else self.pooler(h)
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -311,16 +314,17 @@ class BertLMPredictionHead(nn.Module):
 
 
 class BertPreTrainingHeads(nn.Module):
-    def __init__(self, c: BertConfig):
+    def __init__(self, c: BertConfig, sentence_task: bool = True):
         super().__init__()
         self.predictions = BertLMPredictionHead(c)
-        self.seq_relationship = nn.Linear(c.hidden_size, 2)
+        # NSP or SOP: the same two-way classifier on the pooled [CLS]
+        self.seq_relationship = nn.Linear(c.hidden_size, 2) if sentence_task else None
 
 
 @dataclass
 class PretrainingOutput:
     mlm_logits: torch.Tensor  # (N, V) at the N gathered positions
-    nsp_logits: torch.Tensor  # (B, 2)
+    nsp_logits: torch.Tensor | None  # (B, 2); None without a sentence task
     mlm_loss_sum: torch.Tensor | None = None  # summed over real masked positions
     nsp_loss_sum: torch.Tensor | None = None  # summed over examples
     mlm_correct: torch.Tensor | None = None
@@ -329,11 +333,12 @@ class PretrainingOutput:
 
 
 class BertForPreTraining(nn.Module):
-    def __init__(self, config: BertConfig, speed: Speed | None = None):
+    def __init__(self, config: BertConfig, speed: Speed | None = None, sentence_task: bool = True):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config)
-        self.cls = BertPreTrainingHeads(config)
+        self.sentence_task = sentence_task
+        self.bert = BertModel(config, add_pooling_layer=sentence_task)
+        self.cls = BertPreTrainingHeads(config, sentence_task)
         self.apply(self._init_weights)
         self.set_speed(speed or Speed())
 
@@ -375,7 +380,7 @@ class BertForPreTraining(nn.Module):
             gathered = _gather_rows(h, masked_positions)  # (B, P, C)
         word_embeddings = self.bert.embeddings.word_embeddings.weight
         logits = self.cls.predictions(gathered.reshape(B * P, -1), word_embeddings, self.speed.pad_vocab_multiple)
-        nsp_logits = self.cls.seq_relationship(pooled)
+        nsp_logits = self.cls.seq_relationship(pooled) if self.sentence_task else None
         out = PretrainingOutput(logits[:, :self.config.vocab_size], nsp_logits)
         if masked_labels is not None:
             labels = masked_labels.reshape(-1)
@@ -383,7 +388,7 @@ class BertForPreTraining(nn.Module):
             out.mlm_loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
             out.mlm_correct = ((logits.argmax(-1) == labels) & real).sum()
             out.masked_count = real.sum()
-        if next_sentence_labels is not None:
+        if next_sentence_labels is not None and self.sentence_task:
             out.nsp_loss_sum = F.cross_entropy(nsp_logits.float(), next_sentence_labels, reduction="sum")
             out.nsp_correct = (nsp_logits.argmax(-1) == next_sentence_labels).sum()
         return out

@@ -1,11 +1,9 @@
 """`predict`: fill in [MASK] with a checkpoint's masked-LM head, and ask its next-sentence head.
 
-Text is encoded as the exported Hugging Face tokenizer encodes it (see export.py), so that
-`bertcli predict` and transformers' fill-mask agree: the special tokens written in the text
-(`[MASK]`, also `[SEP]`, `[CLS]`, `[PAD]`, `[UNK]`) are those tokens, and the text between them
-is SentencePiece-encoded piece by piece. Only the start of the text gets SentencePiece's `▁` word
-prefix: after a [MASK], "." stays a continuation piece and " is" starts a new word, as in the
-training data.
+Text is encoded as the exported Hugging Face tokenizer encodes it (`Tokenizer.encode_query`), so
+that `bertcli predict` and transformers' fill-mask agree: the special tokens written in the text
+(`[MASK]`, also `[SEP]`, `[CLS]`, `[PAD]`, `[UNK]`) are those tokens, at the ids of the
+checkpoint's own tokenizer (the copy it carries), and the text between them is encoded as usual.
 
 For each [MASK] the top-k tokens with their probabilities (softmax over the whole vocabulary);
 with a second sentence, P(is next) = softmax(NSP logits)[0] (label 0 = actual next, as Google's).
@@ -14,46 +12,21 @@ This module does not train, evaluate on data, or decode beyond the one best fill
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 
+from bertcli.artifacts import checkpoint_tokenizer
 from bertcli.errors import UsageError
 from bertcli.evaluate import load_model
-from bertcli.export import checkpoint_tokenizer, spm_with_normalizer
-from bertcli.tokenizer import SPECIAL_IDS, SPECIAL_TOKENS, WORD_START, Tokenizer
+from bertcli.tokenizer import Tokenizer
 
-SPECIAL_IN_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS.values()) + ")")
-ID_OF_SPECIAL = {SPECIAL_TOKENS[k]: i for k, i in SPECIAL_IDS.items()}
 BATCH_SIZE = 32
-
-
-class TextEncoder:
-    """Encode text as the exported tokenizer does (without [CLS]/[SEP]); see the module docstring."""
-
-    def __init__(self, tok: Tokenizer):
-        model = tok.sp.serialized_model_proto()
-        self.tok = tok
-        # after a special token, text that does not start with a space continues a word: no `▁`
-        self.continuation = spm.SentencePieceProcessor(
-            model_proto=spm_with_normalizer(model, add_dummy_prefix=False, remove_extra_whitespaces=True))
-        # the normalised text as is, to see whether it starts with a space
-        self.raw = spm.SentencePieceProcessor(
-            model_proto=spm_with_normalizer(model, add_dummy_prefix=False, remove_extra_whitespaces=False))
-
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        for k, part in enumerate(SPECIAL_IN_TEXT.split(text)):
-            if k % 2:  # re.split puts the matched separators at odd indices
-                ids.append(ID_OF_SPECIAL[part])
-            elif k == 0 or self.raw.normalize(part).startswith(WORD_START):
-                ids += self.tok.sp.encode(part)
-            else:
-                ids += self.continuation.encode(part)
-        return ids
+# --file bounds: a text is at most max_position_embeddings tokens (512 for BERT), a few KB of text
+MAX_FILE_BYTES = 16 << 20
+MAX_LINE_CHARS = 100_000
+MAX_QUERIES = 100_000
 
 
 @dataclass
@@ -66,18 +39,13 @@ def read_queries(texts: list[str], next_texts: list[str], file: Path | None) -> 
     """TEXT arguments and --file lines (a tab separates a second sentence), paired with --next."""
     queries = [Query(t) for t in texts]
     if file is not None:
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"--file {file} does not exist") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"--file {file} is not UTF-8 text") from None
-        except OSError as e:
-            raise UsageError(f"--file {file}: cannot read it ({e.strerror})") from None
-        for line in lines:
+        for line in _read_lines(Path(file)):
             if line.strip():
                 text, _, second = line.partition("\t")
                 queries.append(Query(text, second if second.strip() else None))
+        if len(queries) > MAX_QUERIES:
+            raise UsageError(f"--file {file} holds {len(queries):,} texts, more than the {MAX_QUERIES:,} predict takes "
+                             "at once; split the file")
     if not queries:
         raise UsageError("nothing to predict: give a TEXT with [MASK] in it, or --file with one text per line")
     if next_texts:
@@ -92,15 +60,42 @@ def read_queries(texts: list[str], next_texts: list[str], file: Path | None) -> 
     return queries
 
 
-def _encode_queries(queries: list[Query], encoder: TextEncoder, max_positions: int) -> list[tuple[list[int], int]]:
+def _read_lines(path: Path) -> list[str]:
+    """The lines of --file, read with a bound: a device such as /dev/zero or a pipe that never
+    ends stops at MAX_FILE_BYTES instead of filling memory."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"--file {path} is a directory; give a text file") from None
+    except OSError as e:
+        raise UsageError(f"--file {path}: cannot read it ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise UsageError(f"--file {path} is larger than {MAX_FILE_BYTES >> 20} MB (or never ends); predict reads "
+                         "one short text per line: split the file")
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UsageError(f"--file {path} is not UTF-8 text (line {line}); convert it, e.g. with iconv") from None
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"--file {path}, line {number}: {len(line):,} characters, more than any model's "
+                             f"positions can hold (the limit is {MAX_LINE_CHARS:,}); one text per line")
+    return lines
+
+
+def _encode_queries(queries: list[Query], tok: Tokenizer, max_positions: int) -> list[tuple[list[int], int]]:
     """(input ids, where segment B starts) per query, [CLS] A [SEP] (B [SEP])."""
-    cls_id, sep_id, mask_id = (SPECIAL_IDS[k] for k in ("cls", "sep", "mask"))
+    cls_id, sep_id, mask_id = tok.cls_id, tok.sep_id, tok.mask_id
     encoded = []
     for n, q in enumerate(queries, 1):
-        ids = [cls_id, *encoder.encode(q.text), sep_id]
+        ids = [cls_id, *tok.encode_query(q.text), sep_id]
         b_start = len(ids)
         if q.next_text is not None:
-            ids += [*encoder.encode(q.next_text), sep_id]
+            ids += [*tok.encode_query(q.next_text), sep_id]
         if mask_id not in ids and q.next_text is None:
             raise UsageError(f"text {n} ({q.text[:40]!r}) has no [MASK]; write [MASK] where a token should be "
                              "predicted, or give --next to ask only whether a second sentence follows")
@@ -117,9 +112,10 @@ def predict(checkpoint: Path, queries: list[Query], top_k: int = 5, tokenizer_di
     if top_k < 1:
         raise UsageError(f"--top-k {top_k} must be at least 1")
     model, state, ckpt = load_model(checkpoint, device)
+    if not model.sentence_task and any(q.next_text is not None for q in queries):
+        raise UsageError(f"checkpoint {ckpt} was trained with objective mlm and has no sentence head; drop --next")
     tok = checkpoint_tokenizer(ckpt, state, tokenizer_dir)
-    encoder = TextEncoder(tok)
-    encoded = _encode_queries(queries, encoder, model.config.max_position_embeddings)
+    encoded = _encode_queries(queries, tok, model.config.max_position_embeddings)
     top_k = min(top_k, tok.vocab_size)
     results = []
     for start in range(0, len(encoded), BATCH_SIZE):
@@ -146,7 +142,8 @@ def _predict_batch(model, tok: Tokenizer, queries: list[Query], batch: list[tupl
         out = model(input_ids.to(device), token_type_ids.to(device), attention_mask.to(device), masked_positions.to(device))
     probs = out.mlm_logits.float().softmax(-1).view(B, P, -1).cpu()  # (B, P, V)
     top_p, top_ids = probs.topk(top_k, dim=-1)  # (B, P, k), sorted descending
-    is_next = out.nsp_logits.float().softmax(-1)[:, 0].cpu()  # label 0 = actual next
+    # label 0 = actual next (nsp) or in order (sop); an mlm model has no head (and no --next)
+    is_next = None if out.nsp_logits is None else out.nsp_logits.float().softmax(-1)[:, 0].cpu()
     results = []
     for b, (q, (ids, b_start), pos) in enumerate(zip(queries, batch, positions)):
         masks, filled = [], list(ids)

@@ -22,8 +22,21 @@ def print_tokenize_report(report, out: Path) -> None:
     console.print(table)
 
 
+def print_adopt_report(summary: dict, out: Path) -> None:
+    table = Table(title=f"tokenizer written to {out}", show_header=False, title_justify="left")
+    table.add_row("adopted from", summary["source"])
+    table.add_row("vocab size", f"{summary['vocab_size']:,}")
+    table.add_row("case", "uncased (lowercase)" if summary["lowercase"] else "cased")
+    table.add_row("special ids", " ".join(f"{k}={v}" for k, v in summary["special_ids"].items()))
+    if summary["added_words"] or summary["known_words"]:
+        table.add_row("added words", f"{len(summary['added_words'])} into [unused] slots, "
+                                     f"{len(summary['known_words'])} already in the vocabulary")
+    console.print(table)
+
+
 def print_make_data_report(manifest: dict, out: Path) -> None:
-    table = Table(title=f"pretraining data written to {out}", title_justify="left")
+    objective = manifest["options"].get("objective", "nsp")
+    table = Table(title=f"{objective} pretraining data written to {out}", title_justify="left")
     table.add_column("")
     for split in manifest["splits"]:
         table.add_column(split, justify="right")
@@ -34,21 +47,30 @@ def print_make_data_report(manifest: dict, out: Path) -> None:
         ("tokens", lambda s: f"{s['tokens']:,}"),
         ("shards", lambda s: f"{len(s['shards'])}"),
         ("random-next share", lambda s: f"{s['stats']['random_next_fraction']:.3f}"),
+        ("swapped share", lambda s: f"{s['stats']['swapped_fraction']:.3f}"),
+        ("documents per sequence", lambda s: f"{s['stats']['documents_per_sequence']:.2f}"),
         ("mean length", lambda s: f"{s['stats']['mean_length']:.1f}"),
         ("padding share", lambda s: f"{s['stats']['padding_fraction']:.3f}"),
         ("masked per instance", lambda s: f"{s['stats']['masked_per_instance']:.2f}"),
         ("masked share of tokens", lambda s: f"{s['stats']['masked_fraction']:.3f}"),
         ("fallback / dropped pairs", lambda s: f"{s['stats']['fallback_pairs']} / {s['stats']['dropped_pairs']}"),
+        ("dropped chunks", lambda s: f"{s['stats']['dropped_pairs']}" if "fallback_pairs" not in s["stats"] else None),
     ]
     for name, cell in rows:
-        table.add_row(name, *(cell(s) for s in splits))
+        try:  # each objective reports the stats that apply to it (see the manifest's stats)
+            cells = [cell(s) for s in splits]
+        except KeyError:
+            continue
+        if None not in cells:
+            table.add_row(name, *cells)
     console.print(table)
     mb = manifest["input_bytes"] / 1e6
     console.print(f"{mb:.1f} MB of text in {manifest['seconds']:.1f} s ({mb / max(manifest['seconds'], 1e-9):.2f} MB/s)")
 
 
 EVAL_ROWS = ("masked_lm_accuracy", "baseline_masked_lm_accuracy", "masked_lm_loss", "perplexity",
-             "next_sentence_accuracy", "baseline_next_sentence_accuracy", "next_sentence_loss", "loss",
+             "next_sentence_accuracy", "baseline_next_sentence_accuracy", "next_sentence_loss",
+             "sentence_order_accuracy", "baseline_sentence_order_accuracy", "sentence_order_loss", "loss",
              "examples", "masked_tokens", "global_step")
 
 

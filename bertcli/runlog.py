@@ -60,12 +60,15 @@ class RunLog:
 
 
 class MetricsWindow:
-    """Sums over the current log window: model outputs on the device, counts on the host."""
+    """Sums over the current log window: model outputs on the device, counts on the host.
+
+    `sentence_log` names the sentence task's metrics (nsp_loss / sop_loss ...); None (mlm): there are none.
+    """
 
     DEVICE_SUMS = ("mlm_loss", "mlm_correct", "masked", "nsp_loss", "nsp_correct")
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, sentence_log: str | None = "nsp"):
+        self.device, self.sentence_log = device, sentence_log
         self.reset()
 
     def reset(self) -> None:
@@ -76,7 +79,11 @@ class MetricsWindow:
         self.started = time.perf_counter()
 
     def add(self, out, num_examples: int) -> None:
-        values = (out.mlm_loss_sum.detach(), out.mlm_correct, out.masked_count, out.nsp_loss_sum.detach(), out.nsp_correct)
+        if self.sentence_log:
+            values = (out.mlm_loss_sum.detach(), out.mlm_correct, out.masked_count, out.nsp_loss_sum.detach(), out.nsp_correct)
+        else:  # no sentence head: its sums stay 0 and are not logged
+            zero = torch.zeros((), device=self.device)
+            values = (out.mlm_loss_sum.detach(), out.mlm_correct, out.masked_count, zero, zero)
         self.sums = self.sums + torch.stack([v.float() for v in values])
         self.examples += num_examples
 
@@ -97,20 +104,21 @@ class MetricsWindow:
         seconds = max(time.perf_counter() - self.started, 1e-9)
         mlm_loss = totals["mlm_loss"] / max(totals["masked"], 1)
         nsp_loss = totals["nsp_loss"] / max(totals["examples"], 1)
-        record = {
-            "step": step, "tokens_seen": tokens_seen, "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss,
-            "mlm_accuracy": totals["mlm_correct"] / max(totals["masked"], 1), "nsp_loss": nsp_loss,
-            "nsp_accuracy": totals["nsp_correct"] / max(totals["examples"], 1), "lr": self.lr,
-            "grad_norm": grad_norm_sum / max(self.steps, 1), "tokens_per_second": self.tokens / seconds,
-            "elapsed": elapsed,
-        }
+        record = {"step": step, "tokens_seen": tokens_seen, "loss": mlm_loss, "mlm_loss": mlm_loss,
+                  "mlm_accuracy": totals["mlm_correct"] / max(totals["masked"], 1)}
+        if self.sentence_log:  # nsp_loss / nsp_accuracy, or sop_loss / sop_accuracy
+            record["loss"] = mlm_loss + nsp_loss
+            record[f"{self.sentence_log}_loss"] = nsp_loss
+            record[f"{self.sentence_log}_accuracy"] = totals["nsp_correct"] / max(totals["examples"], 1)
+        record.update({"lr": self.lr, "grad_norm": grad_norm_sum / max(self.steps, 1),
+                       "tokens_per_second": self.tokens / seconds, "elapsed": elapsed})
         self.reset()
         return record
 
 
 class ProgressBar:
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled, self.start, self.total = enabled, start, total
+    def __init__(self, enabled: bool, start: int, total: int, sentence_log: str | None = "nsp"):
+        self.enabled, self.start, self.total, self.sentence_log = enabled, start, total, sentence_log
         self.interactive = console.is_terminal
 
     def __enter__(self):
@@ -125,8 +133,8 @@ class ProgressBar:
     def update(self, step: int, r: dict) -> None:
         if not self.enabled:
             return
-        info = (f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} nsp_acc {r['nsp_accuracy']:.3f} "
-                f"{r['tokens_per_second']:,.0f} tok/s")
+        sentence = f"{self.sentence_log}_acc {r[f'{self.sentence_log}_accuracy']:.3f} " if self.sentence_log else ""
+        info = f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} {sentence}{r['tokens_per_second']:,.0f} tok/s"
         if self.interactive:
             self.bar.update(self.task, completed=step, info=info)
         else:

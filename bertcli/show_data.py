@@ -14,6 +14,7 @@ from rich.text import Text
 from bertcli.console import console
 from bertcli.errors import UsageError
 from bertcli.shards import Example, PretrainingData
+from bertcli.artifacts import data_tokenizer
 from bertcli.tokenizer import Tokenizer
 
 
@@ -32,7 +33,7 @@ def show_data(data_dir: Path, split: str, start: int, count: int, as_json: bool,
     if stop == start:
         console.print(f"the {split} split of {data_dir} has no instances")
     for i in range(start, stop):
-        console.print(render(i, data[i], tok))
+        console.print(render(i, data[i], tok, data.objective.label_names))
 
 
 def example_json(index: int, ex: Example) -> dict:
@@ -42,20 +43,24 @@ def example_json(index: int, ex: Example) -> dict:
 
 
 def _tokenizer(data: PretrainingData, data_dir: Path, tokenizer_dir: Path | None) -> Tokenizer:
-    path = tokenizer_dir or Path(data.manifests[0]["tokenizer"]["path"])
-    if tokenizer_dir is None and not path.is_dir():
-        raise UsageError(f"the tokenizer {data_dir} was made with ({path}) is gone; pass --tokenizer DIR, or --json")
-    tok = Tokenizer.load(path)
+    """--tokenizer if given, else the one the data directory carries (or, older data, names)."""
+    if tokenizer_dir is None:
+        return data_tokenizer(data_dir, data.manifests[0])
+    tok = Tokenizer.load(tokenizer_dir)
     if tok.sha256 != data.signature["tokenizer_sha256"]:
-        raise UsageError(f"tokenizer {path} is not the one {data_dir} was made with; pass the matching --tokenizer")
+        raise UsageError(f"tokenizer {tokenizer_dir} is not the one {data_dir} was made with; pass the matching --tokenizer")
     return tok
 
 
-def render(index: int, ex: Example, tok: Tokenizer) -> Text:
-    """One instance as pieces: segment B in cyan after "‖", a masked position as shown⟨original⟩."""
+def render(index: int, ex: Example, tok: Tokenizer,
+           label_names: tuple[str, str] | None = ("actual next", "random next")) -> Text:
+    """One instance as pieces: segment B in cyan after "‖", a masked position as shown⟨original⟩.
+
+    `label_names` say what labels 0 and 1 mean for the data's objective (None: mlm, no label).
+    """
     originals = dict(zip(ex.masked_positions.tolist(), ex.masked_ids.tolist()))
     line = Text(f"#{index} ", style="bold")
-    line.append("random next" if ex.next_sentence_label else "actual next", style="magenta")
+    line.append(label_names[ex.next_sentence_label] if label_names else "packed", style="magenta")
     line.append(f"  {len(ex.input_ids)} tokens, {len(originals)} masked\n", style="dim")
     for pos, piece in enumerate(tok.pieces(ex.input_ids)):
         if pos == ex.segment_b_start:

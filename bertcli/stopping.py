@@ -9,6 +9,7 @@ once, without a checkpoint, with the same exit code.
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 
 from bertcli.errors import BertcliError
 
@@ -60,3 +61,34 @@ class StopRequest:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP where a command stops as it does on Ctrl-C (make-data, tokenize): the same
+    clean-up runs (make-data keeps its progress for --resume), and the CLI exits 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def terminate_like_ctrl_c():
+    """Within this block, SIGTERM and SIGHUP raise `Terminated` as Ctrl-C raises KeyboardInterrupt;
+    once the clean-up has run, it leaves the block as `Interrupted` (exit 128 + signum)."""
+    def handle(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    except Terminated as e:
+        raise Interrupted(f"stopped by {signal.Signals(e.signum).name}", e.signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,4 +1,4 @@
-"""Pretraining: MLM + NSP, AdamW, warmup and decay, checkpoints, exact resume, DDP.
+"""Pretraining: MLM + NSP (or SOP, or MLM alone: the data's objective), AdamW, warmup and decay, checkpoints, exact resume, DDP.
 
 `Trainer` is built once (data, model, optimizer, loader), then `fit` runs the loop. One
 optimizer step, top to bottom: fetch the step's micro-batches → one all-reduce of the counts
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bertcli.batches import BatchPlan, dynamic_masking, eval_batches, make_loader
+from bertcli.batches import BatchPlan, carried_tokenizer, dynamic_masking, eval_batches, make_loader
 from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_optimizer_state,
                                 load_scaler_state, read_state, resolve_checkpoint, save_checkpoint, verify_files)
 from bertcli.config import Config, TrainConfig, parse_duration
@@ -41,12 +41,12 @@ from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
-from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
+from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
 from bertcli.runlog import MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
-from bertcli.weights import load_pretrained
+from bertcli.weights import load_pretrained, model_config
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -113,16 +113,19 @@ class Trainer:
                              f"train.micro_batch_size ({t.micro_batch_size}) × processes ({rt.world_size})")
         self.data = PretrainingData(c.data_dirs, "train")
         self.validation = PretrainingData(c.data_dirs, "validation")
-        if self.data.max_seq_length > c.model.max_position_embeddings:
-            raise UsageError(f"model.max_position_embeddings ({c.model.max_position_embeddings}) is smaller than the "
-                             f"data's max_seq_length ({self.data.max_seq_length}); raise it or make shorter data")
-        self.model_config = BertConfig(vocab_size=self.data.vocab_size, **asdict(c.model))
+        self.tokenizer = carried_tokenizer(self.data, needed=c.data.masking == "dynamic")  # checkpoints carry it
+        # from config.json when init_from is a published BERT, else from the model: section
+        self.model_config = model_config(t.init_from, c.model, self.data.vocab_size, self.tokenizer)
+        if self.data.max_seq_length > self.model_config.max_position_embeddings:
+            raise UsageError(f"model.max_position_embeddings ({self.model_config.max_position_embeddings}) is smaller "
+                             f"than the data's max_seq_length ({self.data.max_seq_length}); raise it or make shorter data")
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
-        self.remask = dynamic_masking(self.data, c.data.masking)
+        self.remask = dynamic_masking(self.data, c.data, self.tokenizer)
+        self.objective = self.data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
         ckpt = self._checkpoint_to_resume(resume)
 
         torch.manual_seed(c.seed)
-        self.model = BertForPreTraining(self.model_config, speed_settings(s))
+        self.model = BertForPreTraining(self.model_config, speed_settings(s), self.objective.has_sentence_task)
         state = None
         if ckpt is not None:
             state = read_state(ckpt)
@@ -145,7 +148,7 @@ class Trainer:
         self.loader = make_loader(self.data, self.plan, rt.rank, self.remask, self.step, t.max_steps,
                                   c.data.num_workers, pin_memory=rt.device.type == "cuda")
         self.guard = DivergenceGuard(rt.device, rt.precision == "fp16", rt.distributed, self.run_dir)
-        self.window = MetricsWindow(rt.device)
+        self.window = MetricsWindow(rt.device, self.objective.sentence_log)
         self.config_yaml = c.to_yaml()
         self.log = None
         if rt.is_main:
@@ -213,6 +216,10 @@ class Trainer:
             diff = [k for k, v in mine.items() if state["model_config"].get(k) != v]
             raise UsageError(f"checkpoint {ckpt} is a model with different {', '.join(diff)}; resume with the same "
                              "model settings or start a new out_dir")
+        trained_for = state.get("data_signature", {}).get("objective", "nsp")
+        if trained_for != self.objective.name:
+            raise UsageError(f"checkpoint {ckpt} was trained with objective {trained_for}, data.dir holds "
+                             f"{self.objective.name} data; resume on the same data, or start a new out_dir with train.init_from")
         if state.get("data_signature", {}).get("tokenizer_sha256") != self.data.signature["tokenizer_sha256"]:
             raise UsageError(f"checkpoint {ckpt} was trained on data from another tokenizer; use the same data.dir")
         if state.get("global_batch_size") != self.config.train.global_batch_size:
@@ -255,7 +262,9 @@ class Trainer:
                 with rt.autocast():
                     out = self.forward_model(**batch.model_inputs(padded))
                 # Sum-normalised by global counts; DDP averages over ranks, so scale back up by world.
-                loss = out.mlm_loss_sum / max(masked_tokens, 1) + out.nsp_loss_sum / t.global_batch_size
+                loss = out.mlm_loss_sum / max(masked_tokens, 1)
+                if self.objective.has_sentence_task:
+                    loss = loss + out.nsp_loss_sum / t.global_batch_size
                 self.scaler.scale(loss * world).backward()
             step_loss = step_loss + loss.detach()
             self.window.add(out, len(batch.next_sentence_labels))
@@ -285,7 +294,7 @@ class Trainer:
         self.started = time.perf_counter()
         self.last_eval = None
         batches = iter(self.loader)
-        self.progress = ProgressBar(rt.is_main and self.show_progress, self.step, t.max_steps)
+        self.progress = ProgressBar(rt.is_main and self.show_progress, self.step, t.max_steps, self.objective.sentence_log)
         with StopRequest() as stop, self.progress:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
@@ -359,7 +368,7 @@ class Trainer:
         saved = None
         if self.runtime.is_main:
             saved = save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scaler, self.state(),
-                                    self.config_yaml, self.config.system.keep_checkpoints)
+                                    self.config_yaml, self.config.system.keep_checkpoints, self.tokenizer)
         if self.runtime.distributed:
             dist.barrier()
         self.last_saved = self.step
@@ -370,12 +379,15 @@ class Trainer:
         metrics = None
         if rt.is_main and len(self.validation):
             metrics = evaluate(self.model, eval_batches(self.validation, t.micro_batch_size, s.eval_batches),
-                               rt.device, rt.autocast)
+                               rt.device, rt.autocast, self.objective)
             self.log.write({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            sentence = ""
+            if self.objective.has_sentence_task:  # next_sentence_accuracy or sentence_order_accuracy
+                stem = self.objective.sentence_metric
+                sentence = (f"{stem}_accuracy {metrics[f'{stem}_accuracy']:.4f} "
+                            f"(baseline {metrics[f'baseline_{stem}_accuracy']:.4f}), ")
             console.print(f"[bold]eval[/bold] step {self.step}: masked_lm_accuracy {metrics['masked_lm_accuracy']:.4f} "
-                          f"(baseline {metrics['baseline_masked_lm_accuracy']:.4f}), next_sentence_accuracy "
-                          f"{metrics['next_sentence_accuracy']:.4f} (baseline {metrics['baseline_next_sentence_accuracy']:.4f}), "
-                          f"loss {metrics['loss']:.4f}")
+                          f"(baseline {metrics['baseline_masked_lm_accuracy']:.4f}), {sentence}loss {metrics['loss']:.4f}")
         if rt.distributed:
             dist.barrier()
         return metrics

@@ -42,7 +42,7 @@ def test_botchan_at_8000_gives_special_ids_0_to_4(tmp_path, capsys):
     assert code == 0 and "Traceback" not in err
     tok = Tokenizer.load(tmp_path / "tok")
     assert tok.vocab_size == 8000
-    assert [tok.sp.id_to_piece(i) for i in range(5)] == list(SPECIAL_TOKENS.values())
+    assert tok.pieces(range(5)) == list(SPECIAL_TOKENS.values())
     assert json.loads((tmp_path / "tok" / META_FILE).read_text())["options"]["model_type"] == "bpe"
     assert "tokenizer written to" in err and "8,000" in err  # the summary goes to stderr
     assert out == ""  # stdout stays clean for machine-readable output
@@ -76,7 +76,7 @@ def test_compressed_files_directories_and_globs(tmp_path, capsys):
     (["emptydir"], 2, "input directory {tmp}/emptydir holds no *.txt files"),
     (["empty.txt"], 2, "has no non-empty lines"),
     (["small.txt", "--vocab-size", "50"], 2, "--vocab-size 50 is below the"),
-    (["small.txt", "--model-type", "word"], 2, "--model-type 'word' is not one of unigram, bpe"),
+    (["small.txt", "--model-type", "word"], 2, "--model-type 'word' is not one of bpe, unigram, wordpiece"),
     (["small.txt", "--character-coverage", "0.5"], 2, "--character-coverage 0.5 must be between 0.98 and 1"),
     (["small.txt", "--threads", "-2"], 2, "--threads -2 must be between 0"),
     (["small.txt", "--seed", "-1"], 2, "--seed -1 must be between 0"),

@@ -13,10 +13,11 @@ from safetensors import safe_open
 transformers = pytest.importorskip("transformers")
 
 from bertcli.evaluate import load_model  # noqa: E402
-from bertcli.export import export, read_spm_spec, spm_with_normalizer, write_tokenizer_files  # noqa: E402
+from bertcli.export import export, write_tokenizer_files  # noqa: E402
 from bertcli.model import BertConfig, BertForPreTraining  # noqa: E402
-from bertcli.predict import Query, TextEncoder, predict  # noqa: E402
+from bertcli.predict import Query, predict  # noqa: E402
 from bertcli.tokenizer import Tokenizer  # noqa: E402
+from bertcli.tokenizer.sentencepiece_hf import read_spm_spec, spm_with_normalizer  # noqa: E402
 from bertcli.train import pretrain  # noqa: E402
 from bertcli.weights import load_pretrained, read_weights  # noqa: E402
 from conftest import SAMPLE, run_cli, tiny_config  # noqa: E402
@@ -82,7 +83,7 @@ def tokenizers(tokenizer_dir, tmp_path_factory):
 
 def test_export_directory_holds_a_transformers_model(exported, run_dir):
     assert {p.name for p in exported.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json", "spm.model",
-                                                    "tokenizer_config.json", "special_tokens_map.json", "bertcli_export.json"}
+                                                    "tokenizer_config.json", "special_tokens_map.json", "bertcli_export.json", "tokenizer"}
     config = json.loads((exported / "config.json").read_text())
     assert config["architectures"] == ["BertForPreTraining"] and config["model_type"] == "bert"
     assert config["vocab_size"] == 2000 and config["pad_token_id"] == 0 and config["hidden_size"] == 32
@@ -233,9 +234,8 @@ def test_special_tokens_in_text_match_bertcli_predict(tokenizers, kind):
     texts = ["The [MASK] sat.", "He said [MASK].", "[MASK] is here", "a[MASK]b", "  [MASK]  ", "[MASK][MASK]",
              "one [SEP] two", "ｆ[MASK]ｆ", "[MASK]\u00a0x", "end [MASK]", "[MASK]", "[CLS] x [PAD] [UNK]",
              "\"[MASK]\", he said", "[MASK]\u0301x", "[MASK]～", "\u3000[MASK]\u3000a", "[mask] [MASK ]"]
-    encoder = TextEncoder(tok)
     for text in texts:
-        assert hf(text)["input_ids"] == [CLS, *encoder.encode(text), SEP], f"{kind}: {text!r}"
+        assert hf(text)["input_ids"] == [CLS, *tok.encode_query(text), SEP], f"{kind}: {text!r}"
 
 
 def test_decode_gives_sentencepiece_text(tokenizers):
@@ -287,7 +287,7 @@ def test_export_refuses_what_it_should(cli, run_dir, exported, tmp_path):
     run_cli("tokenize", SAMPLE, "--out", other, "--vocab-size", 500, "--threads", 1, check=True)
     cases = [
         (["--out", exported], "is not empty; pass --overwrite"),
-        (["--out", tmp_path / "x", "--dtype", "float16"], "--dtype 'float16'"),
+        (["--out", tmp_path / "x", "--dtype", "fp16"], "--dtype 'fp16' is not one of fp32, bf16"),
         (["--out", tmp_path / "x", "--tokenizer", other], "is not the tokenizer checkpoint"),
         (["--out", run_dir.parent, "--overwrite"], "which is being exported"),
     ]

@@ -10,9 +10,18 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertcli.instances import (CLS, MASK, SEP, MaskingParams, PairStats, Pairs, Window, assemble, document_pairs,
+from bertcli.instances import (MaskingParams, PairStats, Pairs, SpecialIds, Window, assemble, document_pairs,
                                mask_tokens, num_to_predict, plan_pairs, sample_ranks, truncate, truncation_cuts)
-from bertcli.tokenizer import NUM_SPECIAL
+
+# bertcli's SentencePiece layout: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
+SPECIAL = SpecialIds(cls=2, sep=3, mask=4)
+CLS, SEP, MASK = SPECIAL.cls, SPECIAL.sep, SPECIAL.mask
+NUM_SPECIAL = 5
+
+
+def masking(prob, max_predictions, vocab_size, whole_word_mask=False, word_starts=None) -> MaskingParams:
+    """Masking with every id from NUM_SPECIAL on as a random replacement."""
+    return MaskingParams(prob, max_predictions, SPECIAL, np.arange(NUM_SPECIAL, vocab_size), whole_word_mask, word_starts)
 
 # No example database: it would be written into the working directory.
 cheap = settings(database=None)
@@ -199,10 +208,10 @@ def test_instances_fit_and_masks_follow_the_rules(sentence_lengths, max_seq_leng
     rng = np.random.default_rng(seed)
     pairs, _ = plan_pairs(window, max_seq_length - 3, 0.1, 2, random.Random(seed))
     pairs = truncate(pairs, max_seq_length - 3, rng)
-    tokens, offsets, b_start = assemble(window, pairs)
+    tokens, offsets, b_start = assemble(window, pairs, SPECIAL)
     vocab_size = NUM_SPECIAL + int(window.tokens.max(initial=NUM_SPECIAL)) + 1
     word_starts = np.arange(vocab_size) % 3 != 1  # every third id continues a word
-    params = MaskingParams(masked_lm_prob, max_predictions, vocab_size, whole_word, word_starts)
+    params = masking(masked_lm_prob, max_predictions, vocab_size, whole_word, word_starts)
     masked = mask_tokens(tokens, offsets, params, rng)
 
     lengths = np.diff(offsets)
@@ -237,13 +246,13 @@ def test_instances_fit_and_masks_follow_the_rules(sentence_lengths, max_seq_leng
 @cheap
 @given(st.integers(1, 600), st.floats(0.001, 0.999), st.integers(1, 100))
 def test_num_to_predict_counts_as_google(length, prob, max_predictions):
-    params = MaskingParams(prob, max_predictions, 100)
+    params = masking(prob, max_predictions, 100)
     expected = min(max_predictions, max(1, int(round(length * prob))))
     assert int(num_to_predict(np.array([length]), params)[0]) == expected
 
 
 def test_num_to_predict_known_values():
-    params = MaskingParams(0.15, 20, 100)
+    params = masking(0.15, 20, 100)
     # 128 * 0.15 = 19.2 -> 19; 30 * 0.15 = 4.5 -> 4 (half to even, as Python's round); 5 -> 1; 300 -> capped 20
     assert num_to_predict(np.array([128, 30, 5, 300, 10]), params).tolist() == [19, 4, 1, 20, 2]
 
@@ -252,7 +261,7 @@ def test_eighty_ten_ten_with_non_special_random_tokens():
     n, length = 4000, 100
     tokens = np.tile(np.r_[CLS, np.full(length - 2, 7), SEP], n)
     offsets = np.arange(n + 1) * length
-    params = MaskingParams(0.15, 20, vocab_size=12)
+    params = masking(0.15, 20, 12)
     masked = mask_tokens(tokens, offsets, params, np.random.default_rng(1))
     assert (masked.counts == 15).all()
     new = masked.input_ids[offsets[np.repeat(np.arange(n), masked.counts)] + masked.positions]
@@ -268,7 +277,7 @@ def test_masked_positions_are_a_uniform_choice():
     n, length = 20000, 12
     tokens = np.tile(np.r_[CLS, np.arange(10) + NUM_SPECIAL, SEP], n)
     offsets = np.arange(n + 1) * length
-    masked = mask_tokens(tokens, offsets, MaskingParams(0.25, 20, 100), np.random.default_rng(2))
+    masked = mask_tokens(tokens, offsets, masking(0.25, 20, 100), np.random.default_rng(2))
     assert (masked.counts == 3).all()  # round(12 * 0.25) = 3
     hits = np.bincount(masked.positions, minlength=length)
     assert hits[0] == 0 and hits[-1] == 0
@@ -294,7 +303,7 @@ def test_whole_word_masks_whole_words_and_skips_one_too_long():
     n = 500
     batch = np.tile(tokens, n)
     offsets = np.arange(n + 1) * len(tokens)
-    params = MaskingParams(0.1, 20, 15, whole_word_mask=True, word_starts=word_starts)
+    params = masking(0.1, 20, 15, whole_word_mask=True, word_starts=word_starts)
     masked = mask_tokens(batch, offsets, params, np.random.default_rng(3))
     # quota round(16 * 0.1) = 2: the 9-piece word never fits, so two of the four short words fill it
     assert (masked.counts == 2).all()
@@ -305,7 +314,7 @@ def test_whole_word_groups_end_at_segment_boundaries():
     word_starts = np.arange(15) < 10
     tokens = np.array([CLS, 5, 10, 10, SEP, 11, 11, SEP])  # B starts with continuation pieces
     offsets = np.array([0, len(tokens)])
-    params = MaskingParams(0.5, 20, 15, whole_word_mask=True, word_starts=word_starts)
+    params = masking(0.5, 20, 15, whole_word_mask=True, word_starts=word_starts)
     for seed in range(20):
         masked = mask_tokens(tokens, offsets, params, np.random.default_rng(seed))
         chosen = set(masked.positions.tolist())
@@ -315,7 +324,7 @@ def test_whole_word_groups_end_at_segment_boundaries():
 def test_masking_is_reproducible_from_the_generator():
     tokens = np.tile(np.r_[CLS, np.arange(30) + NUM_SPECIAL, SEP], 50)
     offsets = np.arange(51) * 32
-    params = MaskingParams(0.15, 20, 100)
+    params = masking(0.15, 20, 100)
     a = mask_tokens(tokens, offsets, params, np.random.default_rng(5))
     b = mask_tokens(tokens, offsets, params, np.random.default_rng(5))
     assert (a.input_ids == b.input_ids).all() and (a.positions == b.positions).all()
@@ -325,7 +334,7 @@ def test_a_window_without_tokens_makes_no_instances():
     window = Window.from_documents([[[], []]])
     pairs, stats = plan_pairs(window, 29, 0.1, 3, random.Random(0))
     rng = np.random.default_rng(0)
-    tokens, offsets, b_start = assemble(window, truncate(pairs, 29, rng))
-    masked = mask_tokens(tokens, offsets, MaskingParams(0.15, 5, 100), rng)
+    tokens, offsets, b_start = assemble(window, truncate(pairs, 29, rng), SPECIAL)
+    masked = mask_tokens(tokens, offsets, masking(0.15, 5, 100), rng)
     assert len(pairs) == 0 and len(tokens) == 0 and offsets.tolist() == [0] and len(masked.positions) == 0
     assert stats == PairStats()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import bertcli.make_data as make_data_module
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
+from bertcli.fsutil import OWNER_FILE, DirLock, mark_owned
 from bertcli.make_data import MakeDataOptions, make_data, read_windows
 from bertcli.shards import PretrainingData
 from bertcli.tokenizer import Tokenizer
@@ -24,8 +26,8 @@ def make(out: Path, tokenizer_dir: Path, files=(SAMPLE,), resume=False, **option
 
 
 def output_files(d: Path) -> dict[str, bytes]:
-    """Every file of a data directory, the manifest without its timing."""
-    files = {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    """Every file of a data directory, the manifest without its timing (the ownership marker is unique per run)."""
+    files = {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and p.name != OWNER_FILE}
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("seconds")
     manifest.pop("cpu_seconds")
@@ -57,7 +59,7 @@ def sentences(n: int, words: int = 6, start: int = 0) -> list[str]:
 def test_manifest_has_the_documented_keys_and_consistent_stats(data_dir, tokenizer_dir):
     m = json.loads((data_dir / "manifest.json").read_text())
     tok = Tokenizer.load(tokenizer_dir)
-    assert m["format_version"] == 1
+    assert m["format_version"] == 2 and m["tokenizer"]["dir"] == "tokenizer"
     assert m["tokenizer"]["sha256"] == tok.sha256 and m["tokenizer"]["vocab_size"] == tok.vocab_size
     assert m["tokenizer"]["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
     assert m["options"]["max_seq_length"] == 64 and m["options"]["max_predictions"] == 10
@@ -297,3 +299,131 @@ def test_the_installed_command_prints_one_line_and_exits_2(tokenizer_dir, tmp_pa
     proc = run_cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out", "--max-seq-length", "4")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 must be between 8 and 512" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# --out: ownership, overlap with the inputs, one writer, what cannot be written
+
+def tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_replaces_only_data_that_make_data_wrote(cli, tokenizer_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", mine, "--overwrite")
+    assert code == 2 and "was not made by bertcli" in error_line(err)
+    assert tree(mine) == {"notes.txt": b"mine"}
+
+    run = tmp_path / "run"
+    run.mkdir()
+    mark_owned(run, "run")
+    (run / "config.yaml").write_text("x: 1\n")
+    before = tree(run)
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", run, "--overwrite")
+    assert code == 2 and "holds a bertcli run, not a data" in error_line(err)
+    assert tree(run) == before
+
+
+def test_overwrite_keeps_the_old_data_until_the_new_is_complete(cli, tokenizer_dir, tmp_path):
+    out = tmp_path / "data"
+    make(out, tokenizer_dir, workers=1, **SMALL)
+    before = tree(out)
+    # options, tokenizer or inputs that fail: refused before anything is touched
+    for bad in (["--max-seq-length", "4"], ["--tokenizer", tmp_path / "nope"]):
+        code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--overwrite", *bad)
+        assert code == 2 and tree(out) == before, err
+    # a corpus that yields nothing fails at run time, after the work: the old data stays
+    empty = write_lines(tmp_path / "empty.txt", [""])
+    code, _, err = cli("make-data", empty, "--tokenizer", tokenizer_dir, "--out", out, "--overwrite", "--workers", "1")
+    assert code == 1 and "no training instances" in error_line(err)
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.bertcli-lock", "data", "empty.txt"]
+    # and a good run replaces it
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--overwrite", "--workers", "1",
+                       "--seed", "9", "--max-seq-length", "64")
+    assert code == 0, err
+    assert tree(out) != before and json.loads((out / "manifest.json").read_text())["options"]["seed"] == 9
+    assert (out / OWNER_FILE).is_file() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("where", ["corpus dir", "corpus parent", "tokenizer", "inside tokenizer"])
+def test_an_out_that_holds_or_lies_in_an_input_is_refused_before_anything_is_touched(cli, tokenizer_dir, tmp_path, where):
+    import shutil
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    corpus = corpus_dir / "text.txt"
+    corpus.write_bytes(SAMPLE.read_bytes())
+    tok = Path(shutil.copytree(tokenizer_dir, tmp_path / "tok"))
+    out = {"corpus dir": corpus_dir, "corpus parent": tmp_path, "tokenizer": tok, "inside tokenizer": tok / "data"}[where]
+    before = tree(tmp_path)
+    code, _, err = cli("make-data", corpus, "--tokenizer", tok, "--out", out, "--overwrite")
+    assert code == 2
+    assert "holds the input" in error_line(err) or "lies inside the input" in error_line(err)
+    assert tree(tmp_path) == before and not list(tmp_path.rglob("*lock"))
+
+
+def test_a_second_writer_of_the_same_out_stops_at_once(cli, tokenizer_dir, tmp_path):
+    out = tmp_path / "data"
+    with DirLock(out, "make-data --out"):
+        code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1")
+    assert code == 1 and f"pid {os.getpid()}" in error_line(err) and "is being written by" in error_line(err)
+    assert not out.exists()
+
+
+def test_a_read_only_file_system_is_named(cli, tokenizer_dir, small_fs):
+    import subprocess
+
+    fs = small_fs(64)
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", fs / "data")
+    assert code == 2 and "read-only file system" in error_line(err)
+
+
+def test_fifo_and_device_inputs_say_what_they_are(tokenizer_dir, tmp_path):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"pipe.txt is a named pipe \(FIFO\)"):
+        make(tmp_path / "out", tokenizer_dir, files=[fifo])
+    with pytest.raises(UsageError, match="/dev/null is a device"):
+        make(tmp_path / "out", tokenizer_dir, files=[Path("/dev/null")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_never_deletes_files_it_did_not_write(tokenizer_dir, tmp_path, monkeypatch):
+    part = tmp_path / "part"
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        make(part, tokenizer_dir, workers=1, **SMALL)
+    monkeypatch.undo()
+    (part / "train" / "README.txt").write_text("the user's")
+    make(part, tokenizer_dir, workers=1, resume=True, **SMALL)
+    assert (part / "train" / "README.txt").read_text() == "the user's"
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker pool
+
+def test_the_pool_is_spawned_before_any_thread_starts(tokenizer_dir, tmp_path, monkeypatch):
+    import multiprocessing
+    import threading
+
+    seen = []
+
+    class Recording:
+        def get_context(self, method):
+            seen.append((method, threading.active_count()))
+            return multiprocessing.get_context(method)
+
+    monkeypatch.setattr(make_data_module, "mp", Recording())
+    threads_before = threading.active_count()
+    make_data([SAMPLE], tokenizer_dir, tmp_path / "out", MakeDataOptions(**dict(SMALL, workers=2)), show_progress=True)
+    assert seen == [("spawn", threads_before)]  # the progress bar's refresh thread starts after
+    assert output_files(tmp_path / "out") == output_files(make_reference(tokenizer_dir, tmp_path))
+
+
+def make_reference(tokenizer_dir, tmp_path) -> Path:
+    make(tmp_path / "ref", tokenizer_dir, workers=1, **SMALL)
+    return tmp_path / "ref"

@@ -7,7 +7,6 @@ import yaml
 
 from bertcli.checkpoint import list_checkpoints
 from bertcli.evaluate import load_model
-from bertcli.predict import TextEncoder
 from bertcli.tokenizer import Tokenizer
 from conftest import run_cli
 
@@ -43,25 +42,23 @@ def reference(run_dir, ids, segment_b_start=None):
 @pytest.mark.parametrize("text", ["The cat sat on the mat.", "  leading and trailing  ", "multiple   spaces\tand tabs",
                                   "naïve café ｆｕｌｌ", "[mask] and [MASK without a bracket", ""])
 def test_text_without_special_tokens_encodes_as_bertcli_does(tok, text):
-    assert TextEncoder(tok).encode(text) == tok.encode([text])[0]
+    assert tok.encode_query(text) == tok.encode([text])[0]
 
 
 def test_special_tokens_in_text_become_their_ids(tok):
-    enc = TextEncoder(tok)
     sp = tok.sp
-    assert enc.encode("the [MASK] sat") == sp.encode("the") + [MASK] + sp.encode("sat")
-    assert enc.encode("one [SEP] two") == sp.encode("one") + [SEP] + sp.encode("two")
-    assert enc.encode("[MASK][MASK]") == [MASK, MASK]
-    assert enc.encode("  [MASK]  ") == [MASK]
+    assert tok.encode_query("the [MASK] sat") == sp.encode("the") + [MASK] + sp.encode("sat")
+    assert tok.encode_query("one [SEP] two") == sp.encode("one") + [SEP] + sp.encode("two")
+    assert tok.encode_query("[MASK][MASK]") == [MASK, MASK]
+    assert tok.encode_query("  [MASK]  ") == [MASK]
 
 
 def test_text_right_after_a_mask_continues_the_word(tok):
     """No `▁` word prefix after [MASK] unless a space follows it, as in the training data."""
-    enc = TextEncoder(tok)
-    assert tok.pieces(enc.encode("said [MASK].")) == tok.pieces(tok.sp.encode("said")) + ["[MASK]", "."]
-    assert tok.pieces(enc.encode("[MASK]ing")) == ["[MASK]", "ing"]
-    assert tok.pieces(enc.encode("[MASK] the")) == ["[MASK]", "▁the"]
-    assert tok.pieces(enc.encode("the[MASK]")) == ["▁the", "[MASK]"]
+    assert tok.pieces(tok.encode_query("said [MASK].")) == tok.pieces(tok.sp.encode("said")) + ["[MASK]", "."]
+    assert tok.pieces(tok.encode_query("[MASK]ing")) == ["[MASK]", "ing"]
+    assert tok.pieces(tok.encode_query("[MASK] the")) == ["[MASK]", "▁the"]
+    assert tok.pieces(tok.encode_query("the[MASK]")) == ["▁the", "[MASK]"]
 
 
 # --- predict ------------------------------------------------------------------------------------
@@ -89,7 +86,7 @@ def test_probabilities_equal_the_full_sequence_head(cli, run_dir, tok):
     code, out, _ = cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "4", "--device", "cpu", text)
     assert code == 0
     result = json.loads(out)
-    ids = [CLS, *TextEncoder(tok).encode(text), SEP]
+    ids = [CLS, *tok.encode_query(text), SEP]
     probs, _ = reference(run_dir, ids)
     for mask, position in zip(result["masks"], [p for p, i in enumerate(ids) if i == MASK]):
         assert mask["position"] == position
@@ -105,9 +102,8 @@ def test_next_sentence_probability(cli, run_dir, tok):
     assert code == 0
     with_mask, without_mask = (json.loads(line) for line in out.splitlines())
     assert with_mask["next"] == second and without_mask["masks"] == []  # NSP alone needs no [MASK]
-    enc = TextEncoder(tok)
-    a = [CLS, *enc.encode(first), SEP]
-    _, expected = reference(run_dir, a + enc.encode(second) + [SEP], segment_b_start=len(a))
+    a = [CLS, *tok.encode_query(first), SEP]
+    _, expected = reference(run_dir, a + tok.encode_query(second) + [SEP], segment_b_start=len(a))
     assert with_mask["is_next_probability"] == pytest.approx(expected, abs=1e-6)
     assert 0 <= without_mask["is_next_probability"] <= 1
 
@@ -130,15 +126,31 @@ def test_table_goes_to_stderr(cli, run_dir):
     assert "The [MASK] sat." in err and "P(is next) =" in err and "#5" in err
 
 
-def test_tokenizer_found_through_the_run_or_given(cli, run_dir, tokenizer_dir, tmp_path):
-    """A checkpoint whose data directory moved needs --tokenizer, and says so."""
+def test_a_moved_checkpoint_reads_the_tokenizer_it_carries(cli, run_dir, tmp_path):
     moved = tmp_path / "step"
     shutil.copytree(list_checkpoints(run_dir)[-1], moved)
     config = yaml.safe_load((moved / "config.yaml").read_text())
     config["data"]["dir"] = str(tmp_path / "gone")
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--json", "--device", "cpu")
+    assert code == 0, err
+    assert len(json.loads(out)["masks"]) == 1
+
+
+def test_an_old_checkpoint_whose_data_moved_needs_the_tokenizer_given(cli, run_dir, tokenizer_dir, tmp_path):
+    """Checkpoint format 1 did not carry its tokenizer: it is found through data.dir, or given."""
+    moved = tmp_path / "step"
+    shutil.copytree(list_checkpoints(run_dir)[-1], moved)
+    shutil.rmtree(moved / "tokenizer")
+    state = json.loads((moved / "trainer_state.json").read_text())
+    (moved / "trainer_state.json").write_text(json.dumps(state | {"format_version": 1}))
+    config = yaml.safe_load((moved / "config.yaml").read_text())
     code, _, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--device", "cpu")
-    assert code == 2 and "--tokenizer" in err
+    assert code == 0, err  # through config.yaml's data.dir, still where it was
+    config["data"]["dir"] = str(tmp_path / "gone")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--device", "cpu")
+    assert code == 2 and "--tokenizer" in err and err.count("\n") == 1
     code, out, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--tokenizer", tokenizer_dir, "--json", "--device", "cpu")
     assert code == 0, err
     assert len(json.loads(out)["masks"]) == 1
@@ -163,3 +175,26 @@ def test_not_a_checkpoint_exits_2_without_traceback(tmp_path):
     proc = run_cli("predict", "--checkpoint", tmp_path, "a [MASK]")
     assert proc.returncode == 2
     assert "neither a checkpoint nor a run directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_file_input_is_bounded(cli, run_dir, tmp_path, monkeypatch):
+    """/dev/zero, a long line, too many lines, bad bytes: one line each, memory and time bounded."""
+    import bertcli.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "MAX_FILE_BYTES", 1 << 20)  # keeps the test fast; the logic is the same
+    cases = {"/dev/zero": "larger than 1 MB (or never ends)"}
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("a [MASK] day\n" + "x" * (predict_module.MAX_LINE_CHARS + 1) + "\n")
+    cases[long_line] = "long.txt, line 2: 100,001 characters"
+    many = tmp_path / "many.txt"
+    monkeypatch.setattr(predict_module, "MAX_QUERIES", 10)
+    many.write_text("a [MASK] day\n" * 11)
+    cases[many] = "holds 11 texts, more than the 10"
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("a [MASK] day\ncaf\xe9 [MASK]\n".encode("latin-1"))
+    cases[latin] = "is not UTF-8 text (line 2)"
+    cases[tmp_path] = "is a directory"
+    for path, message in cases.items():
+        code, _, err = cli("predict", "--checkpoint", run_dir, "--device", "cpu", "--file", path)
+        assert code == 2, (path, err)
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

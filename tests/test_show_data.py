@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 from bertcli.shards import PretrainingData
-from bertcli.tokenizer import SPECIAL_IDS
+from bertcli.tokenizer import Tokenizer
 
 KEYS = {"index", "input_ids", "segment_ids", "masked_positions", "masked_ids", "next_sentence_label", "original_ids"}
 
@@ -18,6 +18,7 @@ def test_json_lines_match_the_data(cli, data_dir):
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     data = PretrainingData(data_dir)
+    tok = Tokenizer.load(data_dir / "tokenizer")
     assert [r["index"] for r in rows] == [3, 4, 5, 6] and all(set(r) == KEYS for r in rows)
     for r in rows:
         ex = data[r["index"]]
@@ -30,7 +31,7 @@ def test_json_lines_match_the_data(cli, data_dir):
         segments = np.array(r["segment_ids"])
         b_start = ex.segment_b_start
         assert (segments[:b_start] == 0).all() and (segments[b_start:] == 1).all()
-        assert original[0] == SPECIAL_IDS["cls"] and original[b_start - 1] == original[-1] == SPECIAL_IDS["sep"]
+        assert original[0] == tok.cls_id and original[b_start - 1] == original[-1] == tok.sep_id
         assert r["next_sentence_label"] in (0, 1)
 
 
@@ -67,9 +68,35 @@ def test_a_corrupt_shard_is_a_one_line_runtime_error(cli, data_dir, tmp_path):
     assert code == 1 and err.count("\n") == 1 and "shard-00000.safetensors: sha256 differs" in err
 
 
-def test_a_vanished_tokenizer_asks_for_one(cli, data_dir, tokenizer_dir, tmp_path):
+def test_data_reads_the_tokenizer_it_carries_wherever_it_is(cli, data_dir, tmp_path, monkeypatch):
     copy = shutil.copytree(data_dir, tmp_path / "data")
     manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tokenizer"]["path"] = str(tmp_path / "gone")  # where it came from no longer matters
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("show-data", "data", "--count", 1)
+    assert code == 0 and "#0" in err
+
+
+def test_a_tampered_carried_tokenizer_is_refused(cli, data_dir, tokenizer_dir, tmp_path):
+    copy = shutil.copytree(data_dir, tmp_path / "data")
+    shutil.rmtree(copy / "tokenizer")
+    shutil.copytree(tokenizer_dir, copy / "tokenizer")
+    (copy / "tokenizer" / "vocab.txt").write_text("edited")  # not a file the identity covers: still fine
+    code, _, err = cli("show-data", copy, "--count", 1)
+    assert code == 0
+    (copy / "tokenizer" / "spm.model").write_bytes(b"\0")
+    code, _, err = cli("show-data", copy, "--count", 1)
+    assert code == 2 and err.count("\n") == 1 and "sha256" in err
+
+
+def test_old_data_whose_tokenizer_vanished_asks_for_one(cli, data_dir, tokenizer_dir, tmp_path):
+    """format_version 1 data named its tokenizer by path and did not carry it."""
+    copy = shutil.copytree(data_dir, tmp_path / "data")
+    shutil.rmtree(copy / "tokenizer")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["tokenizer"]["dir"]
     manifest["tokenizer"]["path"] = str(tmp_path / "gone")
     (copy / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = cli("show-data", copy, "--count", 1)

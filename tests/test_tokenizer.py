@@ -1,4 +1,5 @@
-"""tokenizer.py: special ids, round trips, known answers, sampling, trainer errors, atomic output."""
+"""The SentencePiece tokenizer: special ids, round trips, known answers, sampling, trainer errors,
+atomic output, format versions (WordPiece: test_wordpiece.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from bertcli import fsutil, tokenizer
+from bertcli import fsutil
+from bertcli.tokenizer import base, sentencepiece_model
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
-from bertcli.tokenizer import (MAX_SENTENCE_BYTES, META_FILE, MODEL_FILE, SPECIAL_IDS, SPECIAL_TOKENS, VOCAB_FILE,
+from bertcli.tokenizer import (MAX_SENTENCE_BYTES, META_FILE, MODEL_FILE, SPECIAL_TOKENS, VOCAB_FILE,
                                Tokenizer, TrainOptions, drop_long_sentences, sample_sentences, train)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "botchan.txt"
 # Fixed here, not shared with other tests, because the known answers below depend on them.
 OPTIONS = dict(vocab_size=2000, threads=1, seed=7)
+SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}  # where `bertcli tokenize` puts them
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_special_tokens_have_fixed_ids(trained, tok):
 
 def test_metadata_is_versioned_and_hashes_the_model(trained):
     meta = json.loads((trained["plain"] / META_FILE).read_text())
-    assert meta["format"] == "bertcli-tokenizer" and meta["format_version"] == 1
+    assert meta["format"] == "bertcli-tokenizer" and meta["format_version"] == 2 and meta["kind"] == "sentencepiece"
     assert meta["sha256"] == hashlib.sha256((trained["plain"] / MODEL_FILE).read_bytes()).hexdigest()
     assert meta["special_ids"] == SPECIAL_IDS and meta["vocab_size"] == 2000
     assert meta["options"]["model_type"] == "bpe" and meta["options"]["threads"] == 1
@@ -212,7 +215,7 @@ def test_a_corpus_of_only_long_lines_says_so(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a directory nobody can write in")
 def test_unwritable_out_fails_before_training(monkeypatch):
-    monkeypatch.setattr(tokenizer, "train_model", lambda *args: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(sentencepiece_model, "train_model", lambda *args: pytest.fail("trained before checking --out"))
     with pytest.raises(DataError, match="--out /proc/tok: cannot write in /proc"):
         train(Corpus([SAMPLE]), Path("/proc/tok"), TrainOptions(vocab_size=100))
 
@@ -244,7 +247,7 @@ def test_non_empty_out_dir_is_refused_unless_overwrite(tmp_path):
         train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20))
     assert (out / "keep.txt").read_text() == "mine"
     train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [MODEL_FILE, META_FILE, VOCAB_FILE]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MODEL_FILE, META_FILE, VOCAB_FILE])
     assert leftovers(tmp_path) == []
 
 
@@ -268,7 +271,7 @@ def test_failure_while_writing_leaves_no_half_written_tokenizer(tmp_path, monkey
     def disk_full(path, obj):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tokenizer, "write_json_atomic", disk_full)
+    monkeypatch.setattr(base, "write_json_atomic", disk_full)
     with pytest.raises(OSError):
         train(small_corpus(tmp_path, "abc def\n" * 10), tmp_path / "tok", TrainOptions(vocab_size=20))
     assert not (tmp_path / "tok").exists() and leftovers(tmp_path) == []
@@ -285,6 +288,10 @@ def copy_dir(src: Path, dst: Path) -> Path:
 
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / META_FILE).unlink(), "is not a bertcli tokenizer"),
+    (lambda d: (d / META_FILE).write_text(json.dumps(json.loads((d / META_FILE).read_text()) | {"kind": "bpe"})),
+     "unknown tokenizer kind"),
+    (lambda d: (d / META_FILE).write_text(json.dumps(json.loads((d / META_FILE).read_text())
+                                                     | {"special_ids": {**SPECIAL_IDS, "mask": 7}})), "is not at id 7"),
     (lambda d: (d / MODEL_FILE).write_bytes((d / MODEL_FILE).read_bytes()[:-1] + b"x"), "does not match the sha256"),
     (lambda d: (d / META_FILE).write_text(json.dumps(json.loads((d / META_FILE).read_text()) | {"format_version": 99})),
      "format_version 99"),
@@ -332,3 +339,27 @@ def test_sample_is_roughly_uniform():
     assert all(0.075 < r < 0.125 for r in rates), (min(rates), max(rates))
     early, late = sum(counts[: n // 2]), sum(counts[n // 2:])
     assert abs(early - late) / (early + late) < 0.03  # no bias towards the start or the end
+
+
+def test_a_format_version_1_directory_still_loads_with_the_same_identity(trained, tmp_path):
+    """What bertcli wrote before WordPiece: metadata in tokenizer.json, no kind, no file table."""
+    old = copy_dir(trained["plain"], tmp_path / "v1")
+    meta = json.loads((old / META_FILE).read_text())
+    (old / META_FILE).unlink()
+    v1 = {k: meta[k] for k in ("format", "vocab_size", "special_ids", "special_tokens", "sha256", "options")}
+    (old / "tokenizer.json").write_text(json.dumps(v1 | {"format_version": 1}))
+    tok, new = Tokenizer.load(old), Tokenizer.load(trained["plain"])
+    assert tok.kind == "sentencepiece" and tok.sha256 == new.sha256 == v1["sha256"]
+    assert tok.special_ids == SPECIAL_IDS and tok.encode(["I am a cat."]) == new.encode(["I am a cat."])
+
+
+def test_never_replace_holds_the_specials_only(tok):
+    never = tok.never_replace()
+    assert never.sum() == 5 and never[:5].all()
+    assert (tok.replacement_ids() == range(5, tok.vocab_size)).all()
+
+
+def test_save_writes_a_directory_that_loads_to_the_same_tokenizer(tok, tmp_path):
+    tok.save(tmp_path / "copy")
+    again = Tokenizer.load(tmp_path / "copy")
+    assert again.sha256 == tok.sha256 and again.vocab == tok.vocab and again.special_ids == tok.special_ids

@@ -1,0 +1,169 @@
+"""`bertcli tokenize`: sample the corpus, train a SentencePiece or WordPiece vocabulary, write it.
+
+The sample, the output directory (written under a temporary name, then renamed) and the report
+are the same for both algorithms; sentencepiece_model.py and wordpiece.py only train.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bertcli.errors import DataError, UsageError
+from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, replace_dir
+from bertcli.tokenizer.base import SPECIAL_NAMES
+from bertcli.tokenizer.sampling import MAX_SENTENCE_BYTES, drop_long_sentences, sample_sentences
+
+MODEL_TYPES = ("bpe", "unigram", "wordpiece")
+VOCAB_NAME = "vocab.txt"
+MAX_SPM_VOCAB_SIZE = 2**31 - 1  # SentencePiece ids are int32
+MAX_THREADS = 1024  # SentencePiece's own bound
+MIN_CHARACTER_COVERAGE = 0.98  # SentencePiece refuses lower values
+
+
+@dataclass
+class TrainOptions:
+    vocab_size: int = 30522
+    model_type: str = "bpe"
+    lowercase: bool = False
+    character_coverage: float = 0.9999
+    byte_fallback: bool = False
+    input_sentence_size: int = 10_000_000
+    threads: int = 0  # 0: all cores
+    seed: int = 12345
+
+    def validate(self) -> None:
+        """Check every option against what SentencePiece accepts, before any reading."""
+        if self.model_type not in MODEL_TYPES:
+            raise UsageError(f"--model-type {self.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+        if self.model_type == "wordpiece" and self.byte_fallback:
+            raise UsageError("--byte-fallback is a SentencePiece option; WordPiece spells unknown words [UNK]")
+        if self.vocab_size <= len(SPECIAL_NAMES):
+            raise UsageError(f"--vocab-size {self.vocab_size} leaves no room beside the {len(SPECIAL_NAMES)} special tokens "
+                             f"and the corpus's characters; BERT uses 30522")
+        if self.vocab_size > MAX_SPM_VOCAB_SIZE:
+            raise UsageError(f"--vocab-size {self.vocab_size} is above SentencePiece's limit of {MAX_SPM_VOCAB_SIZE}; BERT uses 30522")
+        if not MIN_CHARACTER_COVERAGE <= self.character_coverage <= 1.0:
+            raise UsageError(f"--character-coverage {self.character_coverage} must be between "
+                             f"{MIN_CHARACTER_COVERAGE} and 1 (SentencePiece's range)")
+        if self.input_sentence_size < 1:
+            raise UsageError(f"--input-sentence-size {self.input_sentence_size} must be at least 1")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads {self.threads} must be between 0 (all cores) and {MAX_THREADS}")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be between 0 and {2**32 - 1}")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+
+@dataclass
+class TrainReport:
+    vocab_size: int
+    sentences_seen: int
+    sentences_sampled: int
+    seconds: float
+    samples: list[tuple[str, list[str]]]
+    pieces_per_word: float
+    warnings: list[str]  # what the user should know although the run succeeded
+
+
+def _refuse_out_dir_holding_inputs(out_dir: Path, files: list[Path]) -> None:
+    """Replacing --out deletes what is in it: never let that be the corpus."""
+    out = out_dir.resolve()
+    for f in files:
+        if out in Path(f).resolve().parents:
+            raise UsageError(f"--out {out_dir} holds the input {f}; writing the tokenizer there would delete it, "
+                             f"choose another directory")
+
+
+@contextmanager
+def _tokenizer_dir(out_dir: Path, overwrite: bool):
+    """A temporary directory beside --out, renamed to --out once the body has filled it."""
+    prepare_out_dir(out_dir, overwrite, "tokenizer")
+    # Made before training, so that an unwritable --out fails now rather than after the work.
+    final = out_dir.resolve()  # `--out .` has no name to put the temporary directory beside
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
+    try:
+        tmp.mkdir(exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out_dir}: cannot write in {final.parent} ({e.strerror}); choose another directory") from None
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def adopt(source: Path, out_dir: Path, lowercase: bool | None = None, words_file: Path | None = None,
+          overwrite: bool = False) -> dict:
+    """`tokenize --from`: a published BERT vocabulary as a bertcli tokenizer directory; a summary."""
+    from bertcli.tokenizer.wordpiece import adopt as adopt_wordpiece
+
+    out_dir = Path(out_dir)
+    source = Path(source)
+    if not source.exists():
+        raise UsageError(f"--from {source} does not exist; give a Google vocab.txt or a Hugging Face BERT tokenizer directory")
+    # a path inside a source directory, so that --out equal to it is refused as well
+    _refuse_out_dir_holding_inputs(out_dir, [source / VOCAB_NAME if source.is_dir() else source,
+                                             *([words_file] if words_file else [])])
+    tok, summary = adopt_wordpiece(source, lowercase, words_file)
+    with _tokenizer_dir(out_dir, overwrite) as tmp:
+        tok.save(tmp)
+    return {**summary, "vocab_size": tok.vocab_size, "lowercase": tok.options["lowercase"], "sha256": tok.sha256}
+
+
+def train(corpus, out_dir: Path, options: TrainOptions, overwrite: bool = False) -> TrainReport:
+    """Sample the corpus, train, and write a tokenizer directory atomically."""
+    options.validate()
+    out_dir = Path(out_dir)
+    _refuse_out_dir_holding_inputs(out_dir, corpus.files)
+    with _tokenizer_dir(out_dir, overwrite) as tmp:
+        start = time.perf_counter()
+        sample, seen = sample_sentences(corpus.sentences(), options.input_sentence_size, options.seed)
+        sampled = len(sample)
+        sample = drop_long_sentences(sample)
+        too_long = sampled - len(sample)
+        if not sample:
+            names = ", ".join(map(str, corpus.files[:3])) + (", …" if len(corpus.files) > 3 else "")
+            if too_long:
+                raise UsageError(f"all {sampled} sampled line(s) of the corpus ({names}) are longer than "
+                                 f"{MAX_SENTENCE_BYTES} bytes, SentencePiece's limit; put one sentence per line")
+            raise UsageError(f"the corpus ({names}) has no non-empty lines; give a text corpus")
+        meta = {"options": asdict(options) | {"threads": options.resolved_threads}, "sentences_seen": seen,
+                "sentences_sampled": len(sample), "sentences_too_long": too_long}
+        if options.model_type == "wordpiece":
+            from bertcli.tokenizer.wordpiece import train_wordpiece
+
+            tok = train_wordpiece(sample, options, meta)
+        else:
+            from bertcli.tokenizer.sentencepiece_model import SentencePieceTokenizer, train_model
+
+            tok = SentencePieceTokenizer(train_model(sample, options), meta)
+        seconds = time.perf_counter() - start
+        tok.save(tmp)
+
+    # Two hundred sentences (some thousands of words) estimate pieces per word to about a percent;
+    # more only slows the summary down.
+    rng = random.Random(options.seed)
+    probe = rng.sample(sample, min(len(sample), 200))
+    words = sum(len(s.split()) for s in probe)
+    pieces = sum(len(p) for p in tok.encode(probe, threads=options.resolved_threads))
+    shown = [(s, tok.pieces_of(s)) for s in probe[:3]]
+    warnings = []
+    if invalid := corpus.stats.invalid_utf8_message():
+        warnings.append(invalid)
+    if too_long:
+        warnings.append(f"{too_long} sampled line(s) longer than {MAX_SENTENCE_BYTES} bytes were left out of "
+                        f"training (SentencePiece's limit); put one sentence per line to use them")
+    if tok.vocab_size < options.vocab_size:
+        warnings.append(f"the vocabulary has {tok.vocab_size:,} pieces, fewer than --vocab-size {options.vocab_size:,}: "
+                        "the corpus has no more words to split; set the model's vocab_size from the tokenizer (make-data does)")
+    return TrainReport(tok.vocab_size, seen, len(sample), seconds, shown, pieces / max(words, 1), warnings)
