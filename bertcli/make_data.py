@@ -31,6 +31,7 @@ import numpy as np
 from bertcli import __version__
 from bertcli.console import console, warn
 from bertcli.corpus import Corpus
+from bertcli.readers.base import ReaderOptions
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, read_json, sha256_file, write_json_atomic
 from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, plan_pairs, truncate
@@ -287,13 +288,9 @@ class SplitWriter:
 # ---------------------------------------------------------------------------------------------
 # The command
 
-def _fingerprint(files: list[Path]) -> list[dict]:
-    return [{"path": str(f), "bytes": f.stat().st_size} for f in files]
-
-
 def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
     progress = read_json(out_dir / PROGRESS, "make-data progress")
-    for key in ("tokenizer_sha256", "options", "inputs"):
+    for key in ("tokenizer_sha256", "options", "inputs", "reader"):
         if progress.get(key) != expected[key]:
             raise UsageError(f"--resume: {out_dir} was started with different {key.replace('_', ' ')}; "
                              "rerun with the same inputs and options, or use --overwrite to start over")
@@ -317,7 +314,8 @@ def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
 
 
 def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeDataOptions,
-              resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
+              resume: bool = False, overwrite: bool = False, show_progress: bool = True,
+              reader: ReaderOptions | None = None) -> dict:
     """Run make-data end to end; return the manifest it wrote.
 
     An expected failure (bad input, empty corpus, full disk) of a fresh run removes what it
@@ -325,13 +323,15 @@ def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeD
     progress.json for `--resume`.
     """
     opts.resolve()
+    corpus = Corpus(files, strict=opts.strict, options=reader)  # checks format, encoding, splitter now
     tok = Tokenizer.load(tokenizer_dir)
     out_dir = Path(out_dir)
-    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": _fingerprint(files)}
+    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": corpus.fingerprint(),
+                "reader": corpus.options.recipe()}
     states = _prepare_out_dir(out_dir, expected, resume, overwrite)
     existed = out_dir.is_dir()
     try:
-        return _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress)
+        return _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress)
     except BertcliError:
         if not resume:
             _discard(out_dir, existed)
@@ -382,7 +382,7 @@ def _discard(out_dir: Path, existed: bool) -> None:
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
-def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress) -> dict:
+def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -390,7 +390,6 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
 
     writers = {s: SplitWriter(out_dir, s, opts, tok, states[s], save) for s in SPLITS}
     save()
-    corpus = Corpus(files, strict=opts.strict)
     workers = opts.workers or (os.cpu_count() or 1)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     with _Progress(corpus, show_progress) as progress:
@@ -414,11 +413,12 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
                       "special_ids": tok.special_ids},
         "options": opts.recipe(), "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
         "inputs": expected["inputs"], "input_bytes": corpus.stats.total_bytes,
-        "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "seconds": round(seconds, 3),
+        "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "input_format": corpus.describe_format(),
+        "reader": expected["reader"], "input_counts": corpus.manifest_entries(), "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    _check_usable(manifest, files)
+    _check_usable(manifest, corpus.files or [corpus.options.dataset])
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
     for leftover in out_dir.rglob(f"{TMP_PREFIX}*"):
@@ -474,8 +474,18 @@ def _check_usable(manifest: dict, files: list[Path]) -> None:
                         "cannot make a pair); give more text")
 
 
+_SINGLE_SENTENCE_HINT = {
+    "lines": "is there a blank line between every sentence? Blank lines separate documents",
+    "text": "with --input-format text every paragraph is a document: pass --document-per-file if each file is one",
+}
+_SINGLE_SENTENCE_HINT.update(dict.fromkeys(("jsonl", "parquet", "dataset"), "each record is one document: are the "
+                                           "records single sentences, or is --text-field a title?"))
+
+
 def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
     if msg := corpus.stats.invalid_utf8_message():
+        warn(msg)
+    for msg in corpus.stats.warnings(corpus.options):
         warn(msg)
     train = manifest["splits"]["train"]
     stats = train["stats"]
@@ -489,7 +499,7 @@ def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
              "give more documents or a larger --window-chars")
     if stats["single_sentence_documents"] > 0.5 * train["documents"] > 0:
         warn(f"{stats['single_sentence_documents']} of {train['documents']} documents have a single sentence: "
-             "is there a blank line between every sentence? Blank lines separate documents, and pairs "
+             f"{_SINGLE_SENTENCE_HINT.get(corpus.describe_format(), _SINGLE_SENTENCE_HINT['lines'])}; pairs "
              "never span documents, so next-sentence prediction cannot learn from such a corpus")
     long_sentences = sum(manifest["splits"][s]["stats"]["long_sentences"] for s in SPLITS)
     if long_sentences:
