@@ -99,7 +99,7 @@ def test_lines_input_is_unchanged_by_the_new_formats(cli, tokenizer_dir, tmp_pat
     assert json.loads((outs[0] / "manifest.json").read_text())["input_format"] == "lines"
 
 
-def test_resume_after_a_kill_gives_the_same_shards(tokenizer_dir, tmp_path, corpora):
+def test_resume_after_a_kill_gives_the_same_shards_and_refuses_other_reader_options(tokenizer_dir, tmp_path, corpora):
     """Killed (SIGKILL) right after its second shard, then --resume: the bytes of a run never killed."""
     args = ["make-data", corpora["jsonl"], *FORMAT_ARGS["jsonl"], "--tokenizer", tokenizer_dir, *OPTIONS, "--workers", "1"]
     full = tmp_path / "full"
@@ -118,23 +118,11 @@ def test_resume_after_a_kill_gives_the_same_shards(tokenizer_dir, tmp_path, corp
                             text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
     assert not (part / "manifest.json").exists() and len(list(part.rglob("shard-*.safetensors"))) == 2
+    other = run_cli(*args, "--out", part, "--resume", "--sentence-splitter", "sentencex")
+    assert other.returncode == 2 and "started with different reader" in other.stderr
     resumed = run_cli(*args, "--out", part, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert shard_bytes(part) == shard_bytes(full)
-
-
-def test_resume_refuses_other_reader_options(cli, tokenizer_dir, tmp_path, corpora):
-    out = tmp_path / "o"
-    (out).mkdir()
-    code, _, _ = cli("make-data", corpora["text"], "--input-format", "text", "--tokenizer", tokenizer_dir, "--out", out,
-                     *OPTIONS)
-    assert code == 0
-    (out / "manifest.json").rename(out / "manifest.bak")
-    json.dump({"tokenizer_sha256": "", "options": {}, "inputs": [], "reader": {}, "splits": {}},
-              (out / "progress.json").open("w"))
-    code, _, err = cli("make-data", corpora["text"], "--input-format", "text", "--sentence-splitter", "sentencex",
-                       "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS, "--resume")
-    assert code == 2 and "different" in err
 
 
 def test_tokenize_reads_text_and_reports_skipped_records(cli, tmp_path, corpora):
