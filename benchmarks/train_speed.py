@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from bertcli.batches import Batch, BatchPlan, MicroBatches
@@ -93,7 +94,7 @@ def shard_batches(data_dir: Path, n: int, batch_size: int):
     from bertcli.shards import PretrainingData
 
     data = PretrainingData([data_dir], "train")
-    plan = BatchPlan(len(data), batch_size, batch_size, 1, seed=1234)
+    plan = BatchPlan(np.diff(data.cumulative), batch_size, batch_size, 1, seed=1234)
     source = MicroBatches(data, plan, rank=0, remask_params=None)
     source[n]
     start = time.perf_counter()

@@ -1,18 +1,29 @@
-"""From shards to model inputs: the order of examples, padding, and dynamic re-masking.
+"""From shards to model inputs: the order of examples, padding, dynamic re-masking, the loader.
 
-The order is a pure function of (seed, step): epoch e uses the permutation drawn from
-(seed, e), and optimizer step s takes the s-th slice of global_batch_size examples from it
-(an incomplete last slice is dropped). Resuming at step s therefore *seeks* — nothing is
-replayed — and every rank can compute its own share without talking to the others.
+The order is a pure function of (seed, epoch), built in two levels so that no process ever
+holds a permutation of the whole dataset:
+
+1. the shards are shuffled (a permutation of the shard count, drawn from (seed, epoch));
+2. the shuffled shards are taken `window` at a time, and each window's examples are shuffled
+   together (a permutation of at most `window` shards' examples, drawn from (seed, epoch, window
+   index)), so a batch mixes several shards rather than reading one shard in a row.
+
+Optimizer step s takes the s-th slice of global_batch_size positions of its epoch's order (an
+incomplete last slice is dropped). Resuming at step s therefore *seeks* — nothing is replayed —
+and every rank and every DataLoader worker computes its own share without talking to the
+others, in memory bounded by the shard count and `window` shards, never by the dataset size.
 
 A batch is padded to its own longest sequence rounded up to a multiple of 8, never to
 max_seq_length; masked positions are padded to max_predictions (label -100) so the masked-LM
-head always sees the same shape.
+head always sees the same shape. The counts the trainer needs (tokens, masked tokens, whether
+anything is padded) are computed here, on the host, so reading them never waits for a GPU.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +37,15 @@ PAD_MULTIPLE = 8
 
 
 @dataclass
+class BatchCounts:
+    """Host-side facts about a batch, known before it is copied to the device."""
+
+    num_tokens: int  # non-padding tokens
+    num_masked: int  # real masked positions (labels other than -100)
+    is_padded: bool  # whether any sequence is shorter than the batch
+
+
+@dataclass
 class Batch:
     input_ids: torch.Tensor  # (B, T) int64
     token_type_ids: torch.Tensor  # (B, T) int64
@@ -33,32 +53,40 @@ class Batch:
     masked_positions: torch.Tensor  # (B, P) int64
     masked_labels: torch.Tensor  # (B, P) int64, -100 in padding slots
     next_sentence_labels: torch.Tensor  # (B,) int64
+    counts: BatchCounts | None = None  # filled by collate; derived from the tensors when absent
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, f.name) for f in fields(self) if f.name != "counts"]
 
     def to(self, device: torch.device) -> "Batch":
         non_blocking = device.type == "cuda"
-        return Batch(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self._tensors()), counts=self.counts)
 
     def pin_memory(self) -> "Batch":
-        return Batch(*(getattr(self, f.name).pin_memory() for f in fields(self)))
+        return Batch(*(t.pin_memory() for t in self._tensors()), counts=self.counts)
+
+    def _counts(self) -> BatchCounts:
+        if self.counts is None:  # a Batch built by hand (tests, benchmarks)
+            self.counts = BatchCounts(int(self.attention_mask.sum()), int((self.masked_labels != IGNORE_INDEX).sum()),
+                                      not bool(self.attention_mask.all()))
+        return self.counts
 
     @property
     def num_tokens(self) -> int:
-        """Non-padding tokens."""
-        return int(self.attention_mask.sum())
+        return self._counts().num_tokens
 
     @property
     def num_masked(self) -> int:
-        return int((self.masked_labels != IGNORE_INDEX).sum())
+        return self._counts().num_masked
 
     @property
     def is_padded(self) -> bool:
-        """Whether any sequence is shorter than the batch (read it on the host: on a GPU it waits)."""
-        return not bool(self.attention_mask.all())
+        return self._counts().is_padded
 
     def model_inputs(self, padded: bool = True) -> dict:
         """The model's keyword arguments; padded=False leaves out the all-true attention mask, which
         lets attention skip masking (and use flash kernels)."""
-        inputs = {f.name: getattr(self, f.name) for f in fields(self)}
+        inputs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "counts"}
         if not padded:
             inputs["attention_mask"] = None
         return inputs
@@ -70,7 +98,8 @@ def collate(examples: list[Example], max_predictions: int, remask: tuple[Masking
     B = len(examples)
     if remask is not None:
         examples = _remask(examples, *remask)
-    longest = max(len(e.input_ids) for e in examples)
+    lengths = [len(e.input_ids) for e in examples]
+    longest = max(lengths)
     T = -(-longest // pad_multiple) * pad_multiple
     input_ids = np.zeros((B, T), dtype=np.int64)
     token_type = np.zeros((B, T), dtype=np.int64)
@@ -78,6 +107,7 @@ def collate(examples: list[Example], max_predictions: int, remask: tuple[Masking
     positions = np.zeros((B, max_predictions), dtype=np.int64)
     labels = np.full((B, max_predictions), IGNORE_INDEX, dtype=np.int64)
     nsp = np.zeros(B, dtype=np.int64)
+    masked = 0
     for i, e in enumerate(examples):
         n, k = len(e.input_ids), len(e.masked_positions)
         input_ids[i, :n] = e.input_ids
@@ -86,7 +116,9 @@ def collate(examples: list[Example], max_predictions: int, remask: tuple[Masking
         positions[i, :k] = e.masked_positions
         labels[i, :k] = e.masked_ids
         nsp[i] = e.next_sentence_label
-    return Batch(*(torch.from_numpy(a) for a in (input_ids, token_type, attention, positions, labels, nsp)))
+        masked += k
+    counts = BatchCounts(sum(lengths), masked, min(lengths) < T)
+    return Batch(*(torch.from_numpy(a) for a in (input_ids, token_type, attention, positions, labels, nsp)), counts=counts)
 
 
 def _remask(examples: list[Example], params: MaskingParams, rng: np.random.Generator) -> list[Example]:
@@ -99,28 +131,84 @@ def _remask(examples: list[Example], params: MaskingParams, rng: np.random.Gener
                     e.next_sentence_label) for i, e in enumerate(examples)]
 
 
-class BatchPlan:
-    """Which examples every (step, micro-step, rank) reads; a pure function of the seed."""
+def dynamic_masking(data: PretrainingData, masking: str) -> MaskingParams | None:
+    """The masking parameters to re-draw masks with (data.masking: dynamic), from the data's own options."""
+    if masking != "dynamic":
+        return None
+    opts = data.manifests[0]["options"]
+    word_starts = None
+    if opts.get("whole_word_mask"):
+        from bertcli.tokenizer import Tokenizer
+        tok = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"]))
+        if tok.sha256 != data.signature["tokenizer_sha256"]:
+            raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
+                             f"{tok.path} has changed since the data was made")
+        word_starts = tok.word_starts()
+    return MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
+                         bool(opts.get("whole_word_mask")), word_starts)
 
-    def __init__(self, num_examples: int, global_batch_size: int, micro_batch_size: int, world_size: int, seed: int):
-        if num_examples < global_batch_size:
-            raise UsageError(f"the training split has {num_examples} examples, fewer than train.global_batch_size "
+
+class BatchPlan:
+    """Which examples every (step, micro-step, rank) reads: a pure function of (seed, epoch).
+
+    `shard_sizes` are the example counts of the shards in the order the data lists them; the
+    global index of example j of shard k is sum(shard_sizes[:k]) + j.
+    """
+
+    def __init__(self, shard_sizes, global_batch_size: int, micro_batch_size: int, world_size: int, seed: int,
+                 window: int = 8):
+        self.shard_sizes = np.asarray(shard_sizes, dtype=np.int64)
+        self.shard_starts = np.concatenate([[0], np.cumsum(self.shard_sizes)])
+        self.num_examples = int(self.shard_starts[-1])
+        if self.num_examples < global_batch_size:
+            raise UsageError(f"the training split has {self.num_examples} examples, fewer than train.global_batch_size "
                              f"({global_batch_size}); lower the batch size or make more data")
-        self.num_examples, self.global_batch_size = num_examples, global_batch_size
-        self.micro_batch_size, self.world_size, self.seed = micro_batch_size, world_size, seed
+        self.global_batch_size, self.micro_batch_size, self.world_size = global_batch_size, micro_batch_size, world_size
+        self.seed, self.window = seed, window
         self.accumulation = global_batch_size // (micro_batch_size * world_size)
-        self.steps_per_epoch = num_examples // global_batch_size
-        self._perm_epoch, self._perm = -1, None
+        self.steps_per_epoch = self.num_examples // global_batch_size
+        self._epoch, self._groups = -1, None
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
 
+    def _epoch_groups(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(shards in this epoch's order, start position of each window of `window` of them)."""
+        if epoch != self._epoch:
+            order = np.random.default_rng([self.seed, 3, epoch]).permutation(len(self.shard_sizes))
+            sizes = self.shard_sizes[order]
+            window_sizes = np.add.reduceat(sizes, np.arange(0, len(order), self.window)) if len(order) else sizes
+            self._epoch, self._groups = epoch, (order, np.concatenate([[0], np.cumsum(window_sizes)]))
+            self._perms.clear()
+        return self._groups
+
+    def _window_perm(self, epoch: int, g: int, size: int) -> np.ndarray:
+        key = (epoch, g)
+        if key not in self._perms:
+            if len(self._perms) >= 2:  # a step straddles at most two windows
+                self._perms.pop(next(iter(self._perms)))
+            self._perms[key] = np.random.default_rng([self.seed, 3, epoch, g]).permutation(size)
+        return self._perms[key]
+
+    def positions_to_indices(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """Global example indices at `positions` of epoch `epoch`'s order."""
+        order, window_starts = self._epoch_groups(epoch)
+        out = np.empty(len(positions), dtype=np.int64)
+        windows = np.searchsorted(window_starts, positions, side="right") - 1
+        for g in np.unique(windows):
+            members = order[g * self.window:(g + 1) * self.window]
+            member_starts = np.concatenate([[0], np.cumsum(self.shard_sizes[members])])
+            here = windows == g
+            perm = self._window_perm(epoch, int(g), int(member_starts[-1]))
+            q = perm[positions[here] - window_starts[g]]
+            k = np.searchsorted(member_starts, q, side="right") - 1
+            out[here] = self.shard_starts[members[k]] + (q - member_starts[k])
+        return out
+
     def step_indices(self, step: int) -> np.ndarray:
         epoch, b = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-            self._perm_epoch = epoch
-        return self._perm[b * self.global_batch_size:(b + 1) * self.global_batch_size]
+        return self.positions_to_indices(epoch, np.arange(b * self.global_batch_size, (b + 1) * self.global_batch_size))
 
     def micro_indices(self, step: int, micro: int, rank: int) -> np.ndarray:
         start = (micro * self.world_size + rank) * self.micro_batch_size
@@ -144,6 +232,22 @@ class MicroBatches(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.plan.seed, 1, step, micro, self.rank])
             remask = (self.remask_params, rng)
         return collate([self.data[int(i)] for i in indices], self.data.max_predictions, remask)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # The training process decides when to stop (finish the step, checkpoint); a worker killed by the
+    # same Ctrl-C / SIGTERM would break the step it is loading. The parent shuts workers down.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def make_loader(data: PretrainingData, plan: BatchPlan, rank: int, remask: MaskingParams | None, first_step: int,
+                last_step: int, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """Micro-batches of steps first_step .. last_step - 1 for one rank, in order."""
+    accum = plan.accumulation
+    return torch.utils.data.DataLoader(
+        MicroBatches(data, plan, rank, remask), batch_size=None, sampler=range(first_step * accum, last_step * accum),
+        num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_ignore_stop_signals if num_workers else None)
 
 
 def eval_batches(data: PretrainingData, batch_size: int, max_batches: int = 0):

@@ -1,9 +1,9 @@
-"""Checkpoints: save atomically, find the latest, load with integrity checks.
+"""Checkpoints: save atomically, find the latest, load with integrity and sanity checks.
 
 A checkpoint is a directory `out_dir/checkpoints/step-NNNNNNN/`:
 
     model.safetensors    weights under Hugging Face BertForPreTraining's key names
-    optimizer.pt         AdamW state (torch.save; read back with weights_only=True)
+    optimizer.pt         AdamW state (torch.save; read back with weights_only=True, then checked)
     scaler.pt            the fp16 GradScaler's state, when fp16 is used
     trainer_state.json   step, tokens seen, model config, data signature, sha256 of each file above
     config.yaml          the resolved run config, so the checkpoint loads with nothing else
@@ -11,27 +11,40 @@ A checkpoint is a directory `out_dir/checkpoints/step-NNNNNNN/`:
 It is written under a temporary name and renamed, so a kill mid-save leaves the previous
 checkpoint as the latest complete one. Data position and dropout seeds derive from the step
 (see batches.py and train.py), so the step is all the trainer needs to continue exactly.
+
+Everything read back is treated as possibly crafted, even when its sha256 matches: the trainer
+state is checked field by field (types, ranges, a model a real BERT could be), every file in the
+directory must be listed with a checksum, and optimizer state must match the parameters' shapes
+and dtypes before it reaches torch (fused AdamW trusts them and would write out of bounds).
+Weights are checked finite before a checkpoint is written, so every checkpoint bertcli writes
+is one a run can continue from.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, read_json, sha256_file, write_json_atomic
+from bertcli.fsutil import TMP_PREFIX, read_json, replace_dir, sha256_file, write_json_atomic
+from bertcli.model import BertConfig, BertForPreTraining, config_problems
 
 FORMAT = "bertcli-checkpoint"
 FORMAT_VERSION = 1
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
+REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
 STEP_DIR = re.compile(r"^step-(\d+)$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_COUNT = 2**62  # steps, tokens, seeds: far beyond any run, small enough for every integer type used
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -50,14 +63,22 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer, scaler, state: dict,
                     config_yaml: str, keep: int) -> Path:
     root = checkpoints_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed: never a checkpoint
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
-    tmp.mkdir()
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # the trainer never gets here with a bad step; this guards the guarantee itself
+        raise DataError(f"not writing checkpoint {final}: {bad} is not finite; the last good checkpoint is "
+                        f"{last_finite_checkpoint(run_dir) or 'none'}")
     try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {root}: {e.strerror}; choose a writable out_dir") from None
+    for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed (never one still running)
+        if not _pid_alive(stale.name.rsplit(".", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
+    try:
+        tmp.mkdir()
         save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         files = [MODEL_FILE, OPTIMIZER_FILE]
@@ -69,9 +90,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state,
                  "files": {name: sha256_file(tmp / name) for name in files}}
         write_json_atomic(tmp / STATE_FILE, state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
@@ -80,9 +99,38 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # Only checkpoints with finite weights are ever written, so the newest `keep` always include one.
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        pid = int(text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_finite_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run whose weights load and are all finite."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            weights = load_weights(ckpt, read_state(ckpt))
+        except (DataError, UsageError):
+            continue
+        if all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()):
+            return ckpt
+    return None
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -99,23 +147,82 @@ def resolve_checkpoint(path: Path) -> Path:
     return found[-1]
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def state_problems(state: dict) -> list[str]:
+    """What is wrong with a trainer_state.json's fields (empty when it is sound)."""
+    p = []
+    for key in ("step", "tokens_seen", "epoch", "seed", "global_batch_size"):
+        if key in state and not (_is_int(state[key]) and 0 <= state[key] <= MAX_COUNT):
+            p.append(f"{key} must be an integer in [0, 2^62], got {str(state[key])[:40]!r}")
+    if "global_batch_size" in state and state["global_batch_size"] == 0:
+        p.append("global_batch_size must be at least 1")
+    if "elapsed" in state and not (_is_number(state["elapsed"]) and state["elapsed"] >= 0):
+        p.append("elapsed must be a finite number of seconds >= 0")
+    mc = state.get("model_config")
+    if not isinstance(mc, dict):
+        p.append("model_config must be an object")
+    else:
+        names = {f.name for f in fields(BertConfig)}
+        if set(mc) != names:
+            extra, missing = sorted(set(mc) - names), sorted(names - set(mc))
+            p.append(f"model_config keys differ from a BERT config (unknown {extra[:3]}, missing {missing[:3]})")
+        else:
+            p.extend(f"model_config.{q}" for q in config_problems(mc))
+    sig = state.get("data_signature", {})
+    if not isinstance(sig, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, (str, int)))
+                                            for k, v in sig.items()):
+        p.append("data_signature must be an object of strings and integers")
+    files = state.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) and SHA256.match(v)
+                                              for k, v in files.items()):
+        p.append("files must map each file name to its sha256 (64 hex digits)")
+    else:
+        missing = [n for n in REQUIRED_FILES if n not in files]
+        unknown = [n for n in files if n not in REQUIRED_FILES + (SCALER_FILE,)]
+        if missing:
+            p.append(f"files lacks the checksum of {', '.join(missing)}")
+        if unknown:
+            p.append(f"files lists unknown {', '.join(unknown)[:80]}")
+    return p
+
+
 def read_state(ckpt: Path) -> dict:
-    state = read_json(ckpt / STATE_FILE, "trainer state")
+    path = ckpt / STATE_FILE
+    if path.is_file() and path.stat().st_size > 1 << 20:
+        raise DataError(f"{path} is larger than 1 MiB, far more than a trainer state; the checkpoint is damaged, use an earlier one")
+    state = read_json(path, "trainer state")
     if state.get("format") != FORMAT:
-        raise UsageError(f"{ckpt / STATE_FILE} is not a bertcli checkpoint")
+        raise UsageError(f"{path} is not a bertcli checkpoint")
     if state.get("format_version") != FORMAT_VERSION:
-        raise UsageError(f"{ckpt} has checkpoint format_version {state.get('format_version')}, this bertcli reads {FORMAT_VERSION}")
+        raise UsageError(f"{ckpt} has checkpoint format_version {str(state.get('format_version'))[:20]}, "
+                         f"this bertcli reads {FORMAT_VERSION}")
     for key in ("step", "model_config", "files"):
         if key not in state:
-            raise DataError(f"{ckpt / STATE_FILE} lacks {key!r}; the checkpoint is damaged, use an earlier one")
+            raise DataError(f"{path} lacks {key!r}; the checkpoint is damaged, use an earlier one")
+    problems = state_problems(state)
+    if problems:
+        raise DataError(f"{path}: {problems[0]}; the checkpoint is damaged or edited, use an earlier one")
+    if (ckpt / SCALER_FILE).exists() and SCALER_FILE not in state["files"]:
+        raise DataError(f"{ckpt / SCALER_FILE} is not listed in {STATE_FILE}; the checkpoint was altered, use an earlier one")
     return state
 
 
 def verify_files(ckpt: Path, state: dict, names: list[str]) -> None:
+    """Each named file that the state lists must exist and match its sha256 (read_state made sure
+    the required ones are listed, and that no file present is unlisted)."""
     for name in names:
         path = ckpt / name
         expected = state["files"].get(name)
         if expected is None:
+            if name in REQUIRED_FILES or path.exists():
+                raise DataError(f"{path} has no checksum in {STATE_FILE}; the checkpoint was altered, use an earlier one")
             continue
         if not path.is_file():
             raise DataError(f"{path} is missing; the checkpoint is incomplete, use an earlier one")
@@ -123,12 +230,35 @@ def verify_files(ckpt: Path, state: dict, names: list[str]) -> None:
             raise DataError(f"{path} does not match its sha256 in {STATE_FILE}; the checkpoint is damaged, use an earlier one")
 
 
+def expected_shapes(config: BertConfig) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Every weight's shape and dtype for a config, computed without allocating the model."""
+    with torch.device("meta"):
+        model = BertForPreTraining(config)
+    return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+
+
 def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights, after checking their checksum and that they are the model its state describes."""
     verify_files(ckpt, state, [MODEL_FILE])
+    path = ckpt / MODEL_FILE
+    expected = expected_shapes(BertConfig(**state["model_config"]))
     try:
-        return load_file(str(ckpt / MODEL_FILE))
+        with safe_open(str(path), "pt") as f:  # the header alone: shapes are checked before anything is allocated
+            keys = set(f.keys())
+            for key in keys & set(expected):
+                if tuple(f.get_slice(key).get_shape()) != tuple(expected[key][0]):
+                    raise DataError(f"{path}: {key} has shape {f.get_slice(key).get_shape()}, the model_config in "
+                                    f"{STATE_FILE} needs {list(expected[key][0])}; the checkpoint was altered, use an earlier one")
+        if keys != set(expected):
+            raise DataError(f"{path}: weights do not match the model_config in {STATE_FILE} (missing "
+                            f"{sorted(set(expected) - keys)[:2]}, unexpected {sorted(keys - set(expected))[:2]}); use an earlier checkpoint")
+        weights = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise DataError(f"{ckpt / MODEL_FILE}: cannot read weights ({e}); use an earlier checkpoint") from None
+        raise DataError(f"{path}: cannot read weights ({str(e)[:120]}); use an earlier checkpoint") from None
+    for key, value in weights.items():
+        if value.dtype != expected[key][1]:
+            raise DataError(f"{path}: {key} is {value.dtype}, expected {expected[key][1]}; use an earlier checkpoint")
+    return weights
 
 
 def load_torch_state(path: Path):
@@ -137,3 +267,62 @@ def load_torch_state(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or foreign file
         raise DataError(f"{path}: cannot load ({type(e).__name__}); the checkpoint is damaged, use an earlier one") from None
+
+
+def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Load AdamW state after checking it fits `optimizer`'s parameters exactly: same groups, same
+    hyperparameter names and types, and for every parameter a step count and two moments of its
+    own shape and dtype — fused AdamW trusts these and would read and write out of bounds."""
+    saved, own = load_torch_state(path), optimizer.state_dict()
+    where = f"{path}: "
+    fix = "; the checkpoint is damaged or altered, use an earlier one"
+    if not isinstance(saved, dict) or set(saved) != {"state", "param_groups"}:
+        raise DataError(where + "not an optimizer state (expected keys state and param_groups)" + fix)
+    groups = saved["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(own["param_groups"]):
+        raise DataError(where + f"param_groups must be a list of {len(own['param_groups'])} groups" + fix)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, (group, mine) in enumerate(zip(groups, own["param_groups"])):
+        if not isinstance(group, dict) or set(group) != set(mine):
+            raise DataError(where + f"param_groups[{i}] has other keys than AdamW's" + fix)
+        if group["params"] != mine["params"]:
+            raise DataError(where + f"param_groups[{i}] lists other parameters than this model has" + fix)
+        for key, value in group.items():
+            ok = type(value) is type(mine[key]) or (isinstance(mine[key], (int, float)) and _is_number(value))
+            if key == "betas":
+                ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(b) for b in value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                ok = False
+            if not ok:
+                raise DataError(where + f"param_groups[{i}].{key} is {str(value)[:40]!r}, not like AdamW's {mine[key]!r}" + fix)
+    state = saved["state"]
+    if not isinstance(state, dict) or not all(_is_int(k) and 0 <= k < len(params) for k in state):
+        raise DataError(where + "state must map parameter numbers to their AdamW state" + fix)
+    for k, entry in state.items():
+        p = params[k]
+        if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
+            raise DataError(where + f"state[{k}] must hold step, exp_avg and exp_avg_sq" + fix)
+        step = entry["step"]
+        if not (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
+                and math.isfinite(float(step)) and 0 <= float(step) <= 2**24 and float(step) == int(step)):
+            raise DataError(where + f"state[{k}].step must be a float32 scalar step count" + fix)
+        for name in ("exp_avg", "exp_avg_sq"):
+            t = entry[name]
+            if not isinstance(t, torch.Tensor) or t.shape != p.shape or t.dtype != p.dtype or t.layout != torch.strided:
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise DataError(where + f"state[{k}].{name} is {shape}, parameter {k} is {tuple(p.shape)} {p.dtype}" + fix)
+            if not bool(torch.isfinite(t).all()) or (name == "exp_avg_sq" and bool((t < 0).any())):
+                raise DataError(where + f"state[{k}].{name} holds non-finite or negative values" + fix)
+    optimizer.load_state_dict(saved)
+
+
+SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int, "_growth_tracker": int}
+
+
+def load_scaler_state(path: Path, scaler) -> None:
+    saved = load_torch_state(path)
+    if not isinstance(saved, dict) or set(saved) != set(SCALER_KEYS) or not all(
+            _is_number(saved[k]) and (typ is float or _is_int(saved[k])) and saved[k] >= 0 for k, typ in SCALER_KEYS.items()):
+        raise DataError(f"{path}: not a GradScaler state (scale, growth_factor, backoff_factor, growth_interval, "
+                        "_growth_tracker as finite numbers); the checkpoint is damaged, use an earlier one")
+    scaler.load_state_dict(saved)

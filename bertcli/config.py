@@ -9,6 +9,7 @@ reported at once, each naming its key. YAML is read with `safe_load` only.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -177,6 +178,9 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
             continue
         if f.type == "float" and isinstance(value, int):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{prefix}{key} must be a finite number, got {value}")
+            continue
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -50,6 +50,40 @@ class BertConfig:
     pad_token_id: int = 0
 
 
+# Bounds no real BERT comes near (BERT-large: 1024 wide, 24 layers, 30k vocab); a config past them is
+# a mistake or a crafted file, refused before anything is allocated.
+LIMITS = {"vocab_size": (1, 2**20), "hidden_size": (1, 8192), "num_hidden_layers": (1, 128), "num_attention_heads": (1, 128),
+          "intermediate_size": (1, 65536), "max_position_embeddings": (1, 65536), "type_vocab_size": (1, 64),
+          "pad_token_id": (0, 2**20 - 1)}
+
+
+def config_problems(values: dict) -> list[str]:
+    """What is wrong with a BertConfig's values (given as a dict), each naming its field."""
+    p = []
+    for name, (low, high) in LIMITS.items():
+        if name not in values:
+            continue
+        v = values[name]
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            p.append(f"{name} must be an integer in [{low}, {high}], got {str(v)[:40]!r}")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        v = values.get(name, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v < 1.0:
+            p.append(f"{name} must be a number in [0, 1), got {str(v)[:40]!r}")
+    for name, low in (("initializer_range", 0.0), ("layer_norm_eps", 1e-30)):
+        v = values.get(name, 1.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= 1.0):
+            p.append(f"{name} must be a number in [{low:g}, 1], got {str(v)[:40]!r}")
+    if values.get("hidden_act", "gelu") not in ACTIVATIONS:
+        p.append(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, got {str(values.get('hidden_act'))[:40]!r}")
+    heads, hidden = values.get("num_attention_heads"), values.get("hidden_size")
+    if not p and heads and hidden and hidden % heads:
+        p.append(f"num_attention_heads ({heads}) must divide hidden_size ({hidden})")
+    if not p and "vocab_size" in values and values.get("pad_token_id", 0) >= values["vocab_size"]:
+        p.append(f"pad_token_id ({values['pad_token_id']}) must be below vocab_size ({values['vocab_size']})")
+    return p
+
+
 @dataclass
 class Speed:
     """How the model computes, not what: the `system.*` speed settings (see config.py)."""

@@ -1,22 +1,27 @@
-"""The pretraining loop: MLM + NSP, AdamW, warmup and decay, checkpoints, exact resume, DDP.
+"""Pretraining: MLM + NSP, AdamW, warmup and decay, checkpoints, exact resume, DDP.
 
-Read top to bottom, one optimizer step is: set the lr → fetch the step's micro-batches → count
-their masked tokens over all ranks (the MLM loss is normalised by that global count, not per
-micro-batch) → forward/backward each micro-batch (DDP syncs gradients on the last one only) →
-clip → step → log / evaluate / checkpoint when due.
+`Trainer` is built once (data, model, optimizer, loader), then `fit` runs the loop. One
+optimizer step, top to bottom: fetch the step's micro-batches → one all-reduce of the counts
+the host already knows (masked and real tokens, stop and time-up flags) → set the lr →
+forward/backward each micro-batch, the MLM loss normalised by the *global* masked count (DDP
+syncs gradients on the last one only) → clip → the divergence guard gates the update on the
+device → step → log / evaluate / checkpoint when due.
+
+Host–device syncs: none per step in one process, and only the counts' all-reduce under DDP;
+the loss, accuracy and gradient norm stay on the device until a log record is written
+(system.log_interval), and the non-finite check never waits (divergence.py).
 
 Everything random is a function of (seed, step): the data order (batches.py), the dynamic masks
-and the dropout masks (seeded at every step). So a checkpoint only needs the step, weights and
-optimizer state, and N/2 steps + resume + N/2 steps equals N steps exactly on the CPU.
+and the dropout masks (seeded at every step). So the trainer's state is the step, the token
+count, the time spent, the weights and the optimizer (and fp16 scaler) state — exactly what a
+checkpoint holds — and N/2 steps + resume + N/2 steps equals N steps bit for bit on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,27 +30,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bertcli.batches import BatchPlan, MicroBatches, eval_batches
-from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_torch_state,
-                                read_state, resolve_checkpoint, save_checkpoint, verify_files)
+from bertcli.batches import BatchPlan, dynamic_masking, eval_batches, make_loader
+from bertcli.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, SCALER_FILE, list_checkpoints, load_optimizer_state,
+                                load_scaler_state, read_state, resolve_checkpoint, save_checkpoint, verify_files)
 from bertcli.config import Config, TrainConfig, parse_duration
 from bertcli.console import console
-from bertcli.errors import BertcliError, DataError, UsageError
+from bertcli.divergence import DivergenceGuard
+from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import write_bytes_atomic
-from bertcli.instances import MaskingParams
 from bertcli.model import BertConfig, BertForPreTraining, flops_per_token, parameter_count
+from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
+from bertcli.stopping import Interrupted, StopRequest
 from bertcli.weights import load_pretrained
-
-METRICS_FILE = "metrics.jsonl"
-
-
-class Interrupted(BertcliError):
-    """Ctrl-C: a checkpoint was written; the CLI exits 130."""
-
-    exit_code = 130
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -70,7 +69,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
     # fused: one kernel over all parameters, on CUDA and (torch >= 2.4) on the CPU, where it is ~4x
-    # faster than the default per-parameter loop; the same update up to float rounding.
+    # faster than the default per-parameter loop; the same update up to float rounding. It also
+    # takes the divergence guard's found_inf flag, which makes the update conditional without a sync.
     return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.learning_rate,
                              betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, fused=True)
 
@@ -79,380 +79,269 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, 2, step, rank]).generate_state(1)[0])
 
 
-class StopRequest:
-    """First Ctrl-C asks to stop at the next step boundary (with a checkpoint); a second one aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-class RunLog:
-    """metrics.jsonl, TensorBoard when installed, and the console (rank 0 only)."""
-
-    def __init__(self, run_dir: Path, resume_step: int | None):
-        self.path = run_dir / METRICS_FILE
-        if resume_step is not None and self.path.is_file():
-            # Lines logged after the checkpoint we resume from would be logged again, and a kill
-            # can leave a torn last line: keep only whole records up to the resumed step.
-            kept = []
-            for line in self.path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and record.get("step", 0) <= resume_step:
-                    kept.append(line)
-            write_bytes_atomic(self.path, "".join(k + "\n" for k in kept).encode())
-        elif resume_step is None:
-            self.path.unlink(missing_ok=True)
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            pass
-
-    def write(self, record: dict, prefix: str = "") -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{prefix}{k}", v, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _prepare_run_dir(config: Config, resume: str | None, overwrite: bool, runtime: Runtime) -> Path | None:
-    """Return the checkpoint to resume from (or None); refuse to mix two runs in one out_dir."""
-    run_dir = Path(config.out_dir)
-    if resume == "auto":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
-    if resume:
-        return resolve_checkpoint(Path(resume))
-    holds_run = run_dir.is_dir() and any((run_dir / n).exists() for n in (CONFIG_FILE, METRICS_FILE, "checkpoints"))
-    if holds_run and not overwrite:
-        raise UsageError(f"out_dir {run_dir} holds another run; pass --resume auto to continue it, "
-                         "--overwrite to replace it, or set out_dir elsewhere")
-    if holds_run and runtime.is_main:
-        shutil.rmtree(run_dir)
-    return None
-
-
-def _check_resume(state: dict, model_cfg: BertConfig, data: PretrainingData, ckpt: Path, config: Config) -> None:
-    if state["model_config"] != asdict(model_cfg):
-        diff = [k for k, v in asdict(model_cfg).items() if state["model_config"].get(k) != v]
-        raise UsageError(f"checkpoint {ckpt} is a model with different {', '.join(diff)}; resume with the same "
-                         "model settings or start a new out_dir")
-    if state.get("data_signature", {}).get("tokenizer_sha256") != data.signature["tokenizer_sha256"]:
-        raise UsageError(f"checkpoint {ckpt} was trained on data from another tokenizer; use the same data.dir")
-    if state.get("global_batch_size") != config.train.global_batch_size:
-        raise UsageError(f"checkpoint {ckpt} used train.global_batch_size {state.get('global_batch_size')}; "
-                         "keep it the same to resume at the same data position")
-
-
-def _all_reduce(values: list[float], runtime: Runtime) -> list[float]:
-    if not runtime.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=runtime.device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def pretrain(config: Config, resume: str | None = None, overwrite: bool = False, show_progress: bool = True) -> dict:
     runtime = make_runtime(config.system.device, config.system.precision, config.system.cpu_threads)
     try:
-        return _pretrain(config, resume, overwrite, runtime, show_progress)
+        trainer = Trainer(config, runtime, show_progress)
+        trainer.build(resume, overwrite)
+        return trainer.fit()
     finally:
         close(runtime)
 
 
-def _pretrain(config: Config, resume, overwrite, runtime: Runtime, show_progress: bool) -> dict:
-    t, s = config.train, config.system
-    world = runtime.world_size
-    if t.global_batch_size % (t.micro_batch_size * world):
-        raise UsageError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
-                         f"train.micro_batch_size ({t.micro_batch_size}) × processes ({world})")
-    data = PretrainingData(config.data_dirs, "train")
-    validation = PretrainingData(config.data_dirs, "validation")
-    if data.max_seq_length > config.model.max_position_embeddings:
-        raise UsageError(f"model.max_position_embeddings ({config.model.max_position_embeddings}) is smaller than the "
-                         f"data's max_seq_length ({data.max_seq_length}); raise it or make shorter data")
-    model_cfg = BertConfig(vocab_size=data.vocab_size, **asdict(config.model))
-    run_dir = Path(config.out_dir)
-    ckpt = _prepare_run_dir(config, resume, overwrite, runtime)
+class Trainer:
+    def __init__(self, config: Config, runtime: Runtime, show_progress: bool = True):
+        self.config, self.runtime, self.show_progress = config, runtime, show_progress
+        self.run_dir = Path(config.out_dir)
+        self.step = 0  # optimizer steps done
+        self.tokens_seen = 0  # non-padding tokens trained on, all ranks
+        self.elapsed_before = 0.0  # seconds spent before this process (resumed runs)
+        self.last_saved = -1  # the step of the newest checkpoint on disk, if this run wrote or resumed it
 
-    torch.manual_seed(config.seed)
-    model = BertForPreTraining(model_cfg, speed_settings(s))
-    state = {"step": 0, "tokens_seen": 0, "elapsed": 0.0}
-    if ckpt is not None:
-        state = read_state(ckpt)
-        _check_resume(state, model_cfg, data, ckpt, config)
-        verify_files(ckpt, state, [OPTIMIZER_FILE, SCALER_FILE])
-        load_pretrained(model, ckpt)
-    elif t.init_from:
-        load_pretrained(model, Path(t.init_from))
-    model.to(runtime.device)
+    # ---- build -------------------------------------------------------------------------------
 
-    optimizer = make_optimizer(model, t)
-    scaler = runtime.grad_scaler()
-    if ckpt is not None:
-        optimizer.load_state_dict(load_torch_state(ckpt / OPTIMIZER_FILE))
+    def build(self, resume: str | None, overwrite: bool) -> None:
+        c, t, s, rt = self.config, self.config.train, self.config.system, self.runtime
+        if t.global_batch_size % (t.micro_batch_size * rt.world_size):
+            raise UsageError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of "
+                             f"train.micro_batch_size ({t.micro_batch_size}) × processes ({rt.world_size})")
+        self.data = PretrainingData(c.data_dirs, "train")
+        self.validation = PretrainingData(c.data_dirs, "validation")
+        if self.data.max_seq_length > c.model.max_position_embeddings:
+            raise UsageError(f"model.max_position_embeddings ({c.model.max_position_embeddings}) is smaller than the "
+                             f"data's max_seq_length ({self.data.max_seq_length}); raise it or make shorter data")
+        self.model_config = BertConfig(vocab_size=self.data.vocab_size, **asdict(c.model))
+        self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
+        self.remask = dynamic_masking(self.data, c.data.masking)
+        ckpt = self._checkpoint_to_resume(resume, overwrite)
+
+        torch.manual_seed(c.seed)
+        self.model = BertForPreTraining(self.model_config, speed_settings(s))
+        state = None
+        if ckpt is not None:
+            state = read_state(ckpt)
+            self._check_resume(state, ckpt)
+            verify_files(ckpt, state, [OPTIMIZER_FILE, SCALER_FILE])
+            load_pretrained(self.model, ckpt)
+        elif t.init_from:
+            load_pretrained(self.model, Path(t.init_from))
+        self.model.to(rt.device)
+        self.optimizer = make_optimizer(self.model, t)
+        self.scaler = rt.grad_scaler()
+        if ckpt is not None:
+            self._load_state(ckpt, state)
+
+        self.forward_model = torch.compile(self.model) if s.compile else self.model
+        if rt.distributed:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                self.forward_model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+        self.loader = make_loader(self.data, self.plan, rt.rank, self.remask, self.step, t.max_steps,
+                                  c.data.num_workers, pin_memory=rt.device.type == "cuda")
+        self.guard = DivergenceGuard(rt.device, rt.precision == "fp16", rt.distributed, self.run_dir)
+        self.window = MetricsWindow(rt.device)
+        self.config_yaml = c.to_yaml()
+        self.log = None
+        if rt.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(self.run_dir / CONFIG_FILE, self.config_yaml.encode())
+            self.log = RunLog(self.run_dir, self.step if ckpt is not None else None)
+            self._banner(ckpt)
+
+    def _checkpoint_to_resume(self, resume: str | None, overwrite: bool) -> Path | None:
+        """The checkpoint to resume from (or None); refuse to mix two runs in one out_dir."""
+        if resume == "auto":
+            found = list_checkpoints(self.run_dir)
+            return found[-1] if found else None
+        if resume:
+            return resolve_checkpoint(Path(resume))
+        run_dir = self.run_dir
+        holds_run = run_dir.is_dir() and any((run_dir / n).exists() for n in (CONFIG_FILE, METRICS_FILE, "checkpoints"))
+        if holds_run and not overwrite:
+            raise UsageError(f"out_dir {run_dir} holds another run; pass --resume auto to continue it, "
+                             "--overwrite to replace it, or set out_dir elsewhere")
+        if holds_run and self.runtime.is_main:
+            shutil.rmtree(run_dir)
+        return None
+
+    def _check_resume(self, state: dict, ckpt: Path) -> None:
+        mine = asdict(self.model_config)
+        if state["model_config"] != mine:
+            diff = [k for k, v in mine.items() if state["model_config"].get(k) != v]
+            raise UsageError(f"checkpoint {ckpt} is a model with different {', '.join(diff)}; resume with the same "
+                             "model settings or start a new out_dir")
+        if state.get("data_signature", {}).get("tokenizer_sha256") != self.data.signature["tokenizer_sha256"]:
+            raise UsageError(f"checkpoint {ckpt} was trained on data from another tokenizer; use the same data.dir")
+        if state.get("global_batch_size") != self.config.train.global_batch_size:
+            raise UsageError(f"checkpoint {ckpt} used train.global_batch_size {state.get('global_batch_size')}; "
+                             "keep it the same to resume at the same data position")
+        if state["step"] > self.config.train.max_steps:
+            raise UsageError(f"checkpoint {ckpt} is at step {state['step']}, past train.max_steps "
+                             f"({self.config.train.max_steps}); raise train.max_steps to continue it")
+
+    def state(self) -> dict:
+        """The trainer's state besides weights and optimizer: what trainer_state.json holds."""
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
+                "epoch": self.plan.epoch_of(self.step), "global_batch_size": self.config.train.global_batch_size,
+                "model_config": asdict(self.model_config), "data_signature": self.data.signature, "seed": self.config.seed}
+
+    def _load_state(self, ckpt: Path, state: dict) -> None:
+        load_optimizer_state(ckpt / OPTIMIZER_FILE, self.optimizer)
         if (ckpt / SCALER_FILE).is_file():
-            scaler.load_state_dict(load_torch_state(ckpt / SCALER_FILE))
-    step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            load_scaler_state(ckpt / SCALER_FILE, self.scaler)
+        self.step, self.tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.last_saved = self.step
 
-    with console.status("verifying shards") if runtime.is_main and show_progress else contextlib.nullcontext():
-        data.verify_all()
-        validation.verify_all()
-    plan = BatchPlan(len(data), t.global_batch_size, t.micro_batch_size, world, config.seed)
-    remask = None
-    if config.data.masking == "dynamic":
-        opts = data.manifests[0]["options"]
-        word_starts = None
-        if opts.get("whole_word_mask"):
-            from bertcli.tokenizer import Tokenizer
-            tok = Tokenizer.load(Path(data.manifests[0]["tokenizer"]["path"]))
-            if tok.sha256 != data.signature["tokenizer_sha256"]:
-                raise UsageError(f"data.masking dynamic with whole-word masking needs the data's tokenizer; "
-                                 f"{tok.path} has changed since the data was made")
-            word_starts = tok.word_starts()
-        remask = MaskingParams(opts["masked_lm_prob"], data.max_predictions, data.vocab_size,
-                               bool(opts.get("whole_word_mask")), word_starts)
+    # ---- one optimizer step ------------------------------------------------------------------
 
-    forward_model = torch.compile(model) if s.compile else model
-    if runtime.distributed:
-        forward_model = torch.nn.parallel.DistributedDataParallel(
-            forward_model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None)
-    accum = plan.accumulation
-    loader = torch.utils.data.DataLoader(
-        MicroBatches(data, plan, runtime.rank, remask), batch_size=None,
-        sampler=range(step * accum, t.max_steps * accum), num_workers=config.data.num_workers,
-        pin_memory=runtime.device.type == "cuda")
+    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int) -> None:
+        """Forward/backward this rank's micro-batches and apply the update (unless the guard holds it)."""
+        t, rt, world = self.config.train, self.runtime, self.runtime.world_size
+        lr = get_lr(self.step, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(self.config.seed, self.step, rt.rank))  # dropout: a function of the step
+        step_loss = torch.zeros((), device=rt.device)
+        for m, batch in enumerate(micro_batches):
+            padded = batch.is_padded  # counted on the host by collate: reading it never waits for the GPU
+            batch = batch.to(rt.device)
+            last = m == len(micro_batches) - 1
+            sync = self.forward_model.no_sync() if rt.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with rt.autocast():
+                    out = self.forward_model(**batch.model_inputs(padded))
+                # Sum-normalised by global counts; DDP averages over ranks, so scale back up by world.
+                loss = out.mlm_loss_sum / max(masked_tokens, 1) + out.nsp_loss_sum / t.global_batch_size
+                self.scaler.scale(loss * world).backward()
+            step_loss = step_loss + loss.detach()
+            self.window.add(out, len(batch.next_sentence_labels))
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        self.guard.gate(self.step, step_loss, grad_norm, self.optimizer, self.scaler)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += global_tokens
+        self.window.end_step(grad_norm, lr, global_tokens)
 
-    n_params = parameter_count(model)
-    config_yaml = config.to_yaml()
-    log = None
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(run_dir / CONFIG_FILE, config_yaml.encode())
-        log = RunLog(run_dir, step if ckpt is not None else None)
-        _banner(config, runtime, n_params, plan, data, step, ckpt)
-    max_seconds = parse_duration(t.max_time) if t.max_time else None
+    def _reduce_counts(self, values: list[float]) -> list[float]:
+        """The step's one host–device sync (DDP only): host-known counts of every rank in one all-reduce."""
+        if not self.runtime.distributed:
+            return values
+        counts = torch.tensor(values, dtype=torch.float64, device=self.runtime.device)
+        dist.all_reduce(counts)
+        return counts.tolist()
 
-    def checkpoint(at_step: int) -> Path:
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        t, rt = self.config.train, self.runtime
+        max_seconds = parse_duration(t.max_time) if t.max_time else None
+        self.started = time.perf_counter()
+        self.last_eval = None
+        batches = iter(self.loader)
+        self.progress = ProgressBar(rt.is_main and self.show_progress, self.step, t.max_steps)
+        with StopRequest() as stop, self.progress:
+            while self.step < t.max_steps:
+                micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
+                time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
+                masked, tokens, stop_now, time_up = self._reduce_counts([
+                    sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
+                    float(stop.requested), float(time_up)])
+                if stop_now:
+                    self._stop(stop.signum)
+                if time_up:
+                    if rt.is_main:
+                        console.print(f"train.max_time {t.max_time} reached at step {self.step}")
+                    break
+                self.train_step(micro_batches, int(masked), int(tokens))
+                self.guard.poll()
+                self._after_step()
+        return self._finish()
+
+    def _after_step(self) -> None:
+        """The hooks, when due: log, evaluate, checkpoint."""
+        s, step = self.config.system, self.step
+        checkpoint_due = step % s.checkpoint_interval == 0
+        # Log at every checkpoint too, so that no half-filled log window is lost with the process:
+        # a checkpoint then holds the trainer's whole state.
+        if step % s.log_interval == 0 or step == self.config.train.max_steps or checkpoint_due:
+            self._write_log()
+        if s.eval_interval and step % s.eval_interval == 0:
+            self.last_eval = self._evaluate()
+        if checkpoint_due:
+            self._save()
+
+    def _stop(self, signum: int | None) -> None:
+        import signal
+        self._write_log()
+        path = self._save() if self.last_saved != self.step else None
+        raise Interrupted(f"interrupted at step {self.step}; checkpoint {path or 'already saved'} — continue with "
+                          "--resume auto", signum or signal.SIGTERM)
+
+    def _finish(self) -> dict:
+        s = self.config.system
+        if self.window.steps:
+            self._write_log()
+        if self.last_saved != self.step:
+            self._save()
+        evaluated_at_end = s.eval_interval and self.step % s.eval_interval == 0
+        final_eval = self.last_eval if evaluated_at_end else self._evaluate()
+        if final_eval is None and self.runtime.is_main and len(self.validation) == 0:
+            console.print("no final evaluation: the data has no validation split (make-data --validation-fraction)")
+        if self.log is not None:
+            self.log.close()
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
+                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir),
+                "flops_per_token": flops_per_token(self.model_config, self.data.max_seq_length, parameter_count(self.model))}
+
+    # ---- hooks -------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - getattr(self, "started", time.perf_counter())
+
+    def _write_log(self) -> None:
+        if not self.window.steps:
+            return
+        self.guard.check()  # a record is a sync anyway; never log past a step that went bad
+        record = self.window.flush(self.step, self.tokens_seen, self.elapsed(), self.runtime.distributed)
+        if self.log is not None:
+            self.log.write(record)
+            self.progress.update(self.step, record)
+
+    def _save(self) -> Path | None:
+        self.guard.check()  # never save a step that went bad
         saved = None
-        if runtime.is_main:
-            saved = save_checkpoint(run_dir, at_step, model, optimizer, scaler, {
-                "step": at_step, "tokens_seen": tokens_seen, "elapsed": elapsed_total(),
-                "epoch": plan.epoch_of(at_step), "global_batch_size": t.global_batch_size,
-                "model_config": asdict(model_cfg), "data_signature": data.signature, "seed": config.seed,
-            }, config_yaml, s.keep_checkpoints)
-        if runtime.distributed:
+        if self.runtime.is_main:
+            saved = save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scaler, self.state(),
+                                    self.config_yaml, self.config.system.keep_checkpoints)
+        if self.runtime.distributed:
             dist.barrier()
+        self.last_saved = self.step
         return saved
 
-    def run_eval(at_step: int) -> dict | None:
+    def _evaluate(self) -> dict | None:
+        t, s, rt = self.config.train, self.config.system, self.runtime
         metrics = None
-        if runtime.is_main and len(validation):
-            metrics = evaluate(model, eval_batches(validation, t.micro_batch_size, s.eval_batches),
-                               runtime.device, runtime.autocast)
-            log.write({"step": at_step, **{f"eval/{k}": v for k, v in metrics.items()}})
-            console.print(f"[bold]eval[/bold] step {at_step}: masked_lm_accuracy {metrics['masked_lm_accuracy']:.4f} "
+        if rt.is_main and len(self.validation):
+            metrics = evaluate(self.model, eval_batches(self.validation, t.micro_batch_size, s.eval_batches),
+                               rt.device, rt.autocast)
+            self.log.write({"step": self.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            console.print(f"[bold]eval[/bold] step {self.step}: masked_lm_accuracy {metrics['masked_lm_accuracy']:.4f} "
                           f"(baseline {metrics['baseline_masked_lm_accuracy']:.4f}), next_sentence_accuracy "
                           f"{metrics['next_sentence_accuracy']:.4f} (baseline {metrics['baseline_next_sentence_accuracy']:.4f}), "
                           f"loss {metrics['loss']:.4f}")
-        if runtime.distributed:
+        if rt.distributed:
             dist.barrier()
         return metrics
 
-    started = time.perf_counter()
-    previous_elapsed = float(state.get("elapsed", 0.0))
-
-    def elapsed_total() -> float:
-        return previous_elapsed + time.perf_counter() - started
-
-    window = _Window()
-    last_saved = step if ckpt is not None else -1
-    last_eval = None
-    progress = _ProgressBar(runtime.is_main and show_progress, step, t.max_steps)
-    batches = iter(loader)
-    with StopRequest() as stop, progress:
-        while step < t.max_steps:
-            micro_batches = [next(batches) for _ in range(accum)]
-            time_up = max_seconds is not None and time.perf_counter() - started >= max_seconds
-            masked, stop_now, time_up = _all_reduce(
-                [sum(b.num_masked for b in micro_batches), float(stop.requested), float(time_up)], runtime)
-            if stop_now:
-                path = checkpoint(step) if last_saved != step else None
-                raise Interrupted(f"interrupted at step {step}; checkpoint {path or 'already saved'} — "
-                                  "continue with --resume auto")
-            if time_up:
-                if runtime.is_main:
-                    console.print(f"train.max_time {t.max_time} reached at step {step}")
-                break
-            lr = get_lr(step, t)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(step_seed(config.seed, step, runtime.rank))  # dropout: a function of the step
-            for m, batch in enumerate(micro_batches):
-                # Counted on the host before the copy, so the GPU never waits for the CPU to read them.
-                padded, n_tokens = batch.is_padded, batch.num_tokens
-                batch = batch.to(runtime.device)
-                sync = forward_model.no_sync() if runtime.distributed and m < accum - 1 else contextlib.nullcontext()
-                with sync:
-                    with runtime.autocast():
-                        out = forward_model(**batch.model_inputs(padded))
-                    # Sum-normalised by global counts; DDP averages over ranks, so scale back up by world.
-                    loss = out.mlm_loss_sum / max(masked, 1) + out.nsp_loss_sum / t.global_batch_size
-                    scaler.scale(loss * world).backward()
-                window.add(out, n_tokens, len(batch.next_sentence_labels))
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-            step_loss = window.last_step_loss(world, runtime, masked, t.global_batch_size)
-            if not math.isfinite(step_loss):
-                saved = list_checkpoints(run_dir)
-                raise DataError(f"the loss became {step_loss} at step {step + 1}; stopped. The last good checkpoint is "
-                                f"{saved[-1] if saved else 'none'}: lower train.learning_rate or use bf16/fp32, then --resume")
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            step_tokens = int(_all_reduce([window.step_tokens], runtime)[0])
-            tokens_seen += step_tokens
-            window.end_step(float(grad_norm), lr)
-
-            if step % s.log_interval == 0 or step == t.max_steps:
-                record = window.flush(step, tokens_seen, elapsed_total(), runtime)
-                if runtime.is_main:
-                    log.write(record)
-                    progress.update(step, record)
-            if s.eval_interval and step % s.eval_interval == 0:
-                last_eval = run_eval(step)
-            if step % s.checkpoint_interval == 0:
-                checkpoint(step)
-                last_saved = step
-    if last_saved != step:
-        checkpoint(step)
-    final_eval = last_eval if (s.eval_interval and step % s.eval_interval == 0) else run_eval(step)
-    summary = {"step": step, "tokens_seen": tokens_seen, "elapsed": elapsed_total(), "parameters": n_params,
-               "flops_per_token": flops_per_token(model_cfg, data.max_seq_length, n_params), "eval": final_eval,
-               "run_dir": str(run_dir)}
-    if log is not None:
-        log.close()
-    return summary
-
-
-class _Window:
-    """Metric sums over the current log window (kept on the device; synced only when logging)."""
-
-    def __init__(self):
-        self.reset()
-        self.step_tokens = 0
-        self._step_mlm = self._step_nsp = 0.0
-        self.started = time.perf_counter()
-
-    def reset(self):
-        self.sums = {"mlm_loss": 0.0, "mlm_correct": 0.0, "masked": 0.0, "nsp_loss": 0.0, "nsp_correct": 0.0,
-                     "examples": 0.0, "tokens": 0.0}
-        self.grad_norms, self.lr, self.steps = [], 0.0, 0
-
-    def add(self, out, n_tokens: int, n_examples: int) -> None:
-        mlm, nsp = out.mlm_loss_sum.detach(), out.nsp_loss_sum.detach()
-        self._step_mlm = self._step_mlm + mlm
-        self._step_nsp = self._step_nsp + nsp
-        self.step_tokens += n_tokens
-        for key, value in (("mlm_loss", mlm), ("mlm_correct", out.mlm_correct), ("masked", out.masked_count),
-                           ("nsp_loss", nsp), ("nsp_correct", out.nsp_correct)):
-            self.sums[key] = self.sums[key] + value.float()
-        self.sums["examples"] += n_examples
-        self.sums["tokens"] += n_tokens
-
-    def last_step_loss(self, world, runtime, masked, global_batch) -> float:
-        mlm, nsp = _all_reduce([float(self._step_mlm), float(self._step_nsp)], runtime)
-        return mlm / max(masked, 1) + nsp / global_batch
-
-    def end_step(self, grad_norm: float, lr: float) -> None:
-        self.grad_norms.append(grad_norm)
-        self.lr = lr
-        self.steps += 1
-        self.step_tokens = 0
-        self._step_mlm = self._step_nsp = 0.0
-
-    def flush(self, step: int, tokens_seen: int, elapsed: float, runtime: Runtime) -> dict:
-        keys = list(self.sums)
-        totals = dict(zip(keys, _all_reduce([float(self.sums[k]) for k in keys], runtime)))
-        now = time.perf_counter()
-        seconds = max(now - self.started, 1e-9)
-        mlm_loss = totals["mlm_loss"] / max(totals["masked"], 1)
-        nsp_loss = totals["nsp_loss"] / max(totals["examples"], 1)
-        record = {
-            "step": step, "tokens_seen": tokens_seen, "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss,
-            "mlm_accuracy": totals["mlm_correct"] / max(totals["masked"], 1), "nsp_loss": nsp_loss,
-            "nsp_accuracy": totals["nsp_correct"] / max(totals["examples"], 1), "lr": self.lr,
-            "grad_norm": float(np.mean(self.grad_norms)) if self.grad_norms else 0.0,
-            "tokens_per_second": totals["tokens"] / seconds, "elapsed": elapsed,
-        }
-        self.reset()
-        self.started = now
-        return record
-
-
-class _ProgressBar:
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled, self.start, self.total = enabled, start, total
-        self.interactive = console.is_terminal
-
-    def __enter__(self):
-        if self.enabled and self.interactive:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                TimeRemainingColumn(), console=console)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("", total=self.total, completed=self.start, info="")
-        return self
-
-    def update(self, step: int, r: dict) -> None:
-        if not self.enabled:
-            return
-        info = (f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} nsp_acc {r['nsp_accuracy']:.3f} "
-                f"{r['tokens_per_second']:,.0f} tok/s")
-        if self.interactive:
-            self.bar.update(self.task, completed=step, info=info)
-        else:
-            console.print(f"step {step}/{self.total} {info} lr {r['lr']:.2e}")
-
-    def __exit__(self, *exc):
-        if self.enabled and self.interactive:
-            self.bar.__exit__(*exc)
-
-
-def _banner(config: Config, runtime: Runtime, n_params: int, plan: BatchPlan, data: PretrainingData, step: int, ckpt) -> None:
-    t = config.train
-    tokens_per_step = t.global_batch_size * data.max_seq_length
-    where = f"resuming from {ckpt} at step {step}" if ckpt is not None else "starting from scratch"
-    console.print(
-        f"[bold]pretrain[/bold] {n_params / 1e6:.2f}M parameters · {len(data):,} training examples · "
-        f"global batch {t.global_batch_size} = micro {t.micro_batch_size} × accumulation {plan.accumulation} × "
-        f"{runtime.world_size} process(es) · ≤ {tokens_per_step:,} tokens per step · {runtime.device} {runtime.precision} · "
-        f"{where} · out_dir {config.out_dir}")
+    def _banner(self, ckpt: Path | None) -> None:
+        t, rt = self.config.train, self.runtime
+        tokens_per_step = t.global_batch_size * self.data.max_seq_length
+        where = f"resuming from {ckpt} at step {self.step}" if ckpt is not None else "starting from scratch"
+        console.print(
+            f"[bold]pretrain[/bold] {parameter_count(self.model) / 1e6:.2f}M parameters · {len(self.data):,} training "
+            f"examples · global batch {t.global_batch_size} = micro {t.micro_batch_size} × accumulation "
+            f"{self.plan.accumulation} × {rt.world_size} process(es) · ≤ {tokens_per_step:,} tokens per step · "
+            f"{rt.device} {rt.precision} · {where} · out_dir {self.config.out_dir}")

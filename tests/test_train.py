@@ -171,3 +171,91 @@ def test_ctrl_c_writes_checkpoint_and_exits_130(data_dir, tmp_path):
     assert step >= 1
     pretrain(tiny_config(data_dir, run, f"train.max_steps={step + 1}"), resume="auto", show_progress=False)
     assert list_checkpoints(run)[-1].name == f"step-{step + 1:07d}"
+
+
+CONVERSIONS = ("item", "__float__", "__int__", "__bool__", "tolist", "__index__")
+
+
+def count_host_reads(monkeypatch) -> list[int]:
+    """Count reads of a tensor's value on the host: on a GPU each one is a host–device sync."""
+    count = [0]
+    for name in CONVERSIONS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            count[0] += 1
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return count
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_steps_between_log_records_read_nothing_back(data_dir, tmp_path, monkeypatch, precision):
+    """A step keeps loss, accuracy, gradient norm and the non-finite flag on the device: 2 steps and
+    8 steps with one log record at the end read tensors back the same number of times."""
+    counts = []
+    for steps in (2, 8):
+        count = count_host_reads(monkeypatch)
+        pretrain(tiny_config(data_dir, tmp_path / f"run{steps}", f"train.max_steps={steps}", "system.log_interval=100",
+                             "system.checkpoint_interval=100", f"system.precision={precision}", "system.eval_batches=1"),
+                 show_progress=False)
+        counts.append(count[0])
+        monkeypatch.undo()
+    assert counts[0] == counts[1], counts
+
+
+def build_trainer(data_dir, run, *extra):
+    from bertcli.runtime import make_runtime
+    from bertcli.train import Trainer
+    trainer = Trainer(tiny_config(data_dir, run, *extra), make_runtime("cpu", "fp32"), show_progress=False)
+    trainer.build(None, False)
+    return trainer
+
+
+@pytest.mark.parametrize("fault", ["grad", "loss"])
+def test_non_finite_step_is_never_applied_or_saved(data_dir, tmp_path, fault):
+    """A NaN gradient (finite loss) or an infinite loss (finite gradients) at step 3: the update is
+    skipped, nothing after step 2 is written, and the error names step 2's checkpoint."""
+    run = tmp_path / "run"
+    trainer = build_trainer(data_dir, run, "train.max_steps=6", "system.checkpoint_interval=1",
+                            "system.keep_checkpoints=1", "system.log_interval=2")
+    bad_step = 2  # 0-based: the third step
+    if fault == "grad":
+        weight = trainer.model.bert.pooler.dense.weight
+        weight.register_hook(lambda g: g * float("nan") if trainer.step == bad_step else g)
+    else:
+        def poison(module, inputs, out):
+            if trainer.step == bad_step:
+                out.nsp_loss_sum = out.nsp_loss_sum + torch.tensor(float("inf"))  # d/dx of a constant: grads stay finite
+            return out
+        trainer.model.register_forward_hook(poison)
+    with pytest.raises(DataError, match=r"at step 3;.*last good checkpoint is \S*step-0000002"):
+        trainer.fit()
+    assert [c.name for c in list_checkpoints(run)] == ["step-0000002"]
+    saved = final_weights(run)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k  # the bad update never reached the weights
+    steps = [r["step"] for r in train_records(run)]
+    assert max(steps) <= 2  # nothing logged past the good steps
+
+
+def test_non_finite_weights_are_never_written(trained_run, tmp_path):
+    import shutil
+    from bertcli.checkpoint import save_checkpoint
+    from bertcli.model import BertConfig, BertForPreTraining
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = [c.name for c in list_checkpoints(run)]
+    state = json.loads((list_checkpoints(run)[-1] / "trainer_state.json").read_text())
+    model = BertForPreTraining(BertConfig(**state["model_config"]))
+    with torch.no_grad():
+        model.cls.seq_relationship.bias.fill_(float("inf"))
+    with pytest.raises(DataError, match="not finite; the last good checkpoint is .*step-0000004"):
+        save_checkpoint(run, 99, model, torch.optim.AdamW(model.parameters()), None, {"step": 99}, "", keep=1)
+    assert [c.name for c in list_checkpoints(run)] == before
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "nan", "1e999"])
+def test_non_finite_config_numbers_are_config_errors(data_dir, tmp_path, value):
+    with pytest.raises(UsageError, match="train.learning_rate must be a finite number"):
+        tiny_config(data_dir, tmp_path / "run", f"train.learning_rate={value}")

@@ -125,3 +125,41 @@ def test_disk_full_while_checkpointing(data_dir, small_fs):
     root = run / "checkpoints"
     assert list_checkpoints(run) == []
     assert not root.exists() or not any(root.iterdir())  # nothing half-written left behind
+
+
+SIGNAL_AFTER_STEP = """
+import os, signal
+from bertcli import runlog
+_write = runlog.RunLog.write
+def _write_then_signal(self, record, prefix=""):
+    _write(self, record, prefix)
+    if record.get("step") == {at} and "loss" in record:
+        for _ in range({times}):
+            os.kill(os.getpid(), signal.{name})
+runlog.RunLog.write = _write_then_signal
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_stop_signal_checkpoints_at_the_step_boundary_then_resume_is_exact(data_dir, tmp_path, reference, name):
+    """Preemption: the signal arrives right after step 4 is logged (sent from inside, no timing)."""
+    run = tmp_path / "run"
+    proc = bertcli_process(["pretrain", *sets(data_dir, run, "data.masking=dynamic", "system.checkpoint_interval=100")],
+                           preamble=SIGNAL_AFTER_STEP.format(at=4, times=1, name=name))
+    _, err = proc.communicate(timeout=120)
+    signum = getattr(signal, name)
+    assert proc.returncode == 128 + signum, err
+    assert "interrupted at step 4" in err and "Traceback" not in err
+    assert [c.name for c in list_checkpoints(run)] == ["step-0000004"]
+    finish(data_dir, run)
+    assert_same_weights(run, reference)
+
+
+def test_second_signal_aborts_without_a_checkpoint(data_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = bertcli_process(["pretrain", *sets(data_dir, run, "system.checkpoint_interval=100")],
+                           preamble=SIGNAL_AFTER_STEP.format(at=2, times=2, name="SIGTERM"))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "aborted by a second SIGTERM" in err.strip().splitlines()[-1]
+    assert list_checkpoints(run) == []
