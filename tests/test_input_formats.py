@@ -218,3 +218,28 @@ def test_a_dataset_not_found_offline_is_one_line(tmp_path, tokenizer_dir):
     assert proc.returncode == 2
     line = one_error_line(proc.stderr)
     assert "--dataset no-such-user/no-such-dataset: cannot load it" in line and "save_to_disk" in line
+
+
+def test_a_directory_of_data_files_is_streamed_through_load_dataset(tmp_path):
+    """Not a save_to_disk directory: read with load_dataset(..., streaming=True), as a cached dataset is."""
+    d = tmp_path / "files"
+    d.mkdir()
+    (d / "train.jsonl").write_text('{"text": "One. Two."}\n{"title": "no text"}\n{"text": "Three. Four."}\n',
+                                   encoding="utf-8")
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    code = ("from bertcli.corpus import Corpus\nfrom bertcli.readers.base import ReaderOptions\n"
+            f"c = Corpus([], options=ReaderOptions(dataset={str(d)!r}))\n"
+            "print(list(c.documents()), c.stats.inputs[0].records, c.stats.inputs[0].records_skipped)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "[['One.', 'Two.'], ['Three.', 'Four.']] 3 1"
+
+
+def test_text_of_one_sentence_paragraphs_warns_with_the_text_hint(cli, tokenizer_dir, tmp_path):
+    sentences = [" ".join(doc) for doc in botchan_documents()][:40]
+    corpus = tmp_path / "short.txt"
+    corpus.write_text("\n\n".join(p.split(". ")[0] + "." for p in sentences) + "\n", encoding="utf-8")
+    code, _, err = cli("make-data", corpus, "--input-format", "text", "--tokenizer", tokenizer_dir,
+                       "--out", tmp_path / "o", "--validation-fraction", "0")
+    err = " ".join(err.split())
+    assert code == 0 and "documents have a single sentence" in err and "--document-per-file" in err
