@@ -87,8 +87,8 @@ class ReadStats:
         if not self.invalid_utf8_lines:
             return None
         first = next(c.first_invalid for c in self.inputs if c.first_invalid)
-        return (f"{self.invalid_utf8_lines} line(s) had invalid UTF-8 (or invalid in --encoding), replaced with "
-                f"U+FFFD (first at {first}); give the file's --encoding, or pass --strict to make this an error")
+        return (f"{self.invalid_utf8_lines} line(s) had invalid UTF-8, replaced with U+FFFD "
+                f"(first at {first}); pass --strict to make this an error")
 
     def warnings(self, options: ReaderOptions) -> list[str]:
         """The classic mistakes, one message each, naming the input (invalid bytes aside)."""
