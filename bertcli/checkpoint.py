@@ -35,7 +35,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, read_json, replace_dir, sha256_file, write_json_atomic
+from bertcli.fsutil import TMP_PREFIX, atomic_directory, read_json, sha256_file, write_json_atomic
 from bertcli.model import BertConfig, BertForPreTraining, config_problems
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -79,31 +79,25 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed (never one still running)
         if not _pid_alive(stale.name.rsplit(".", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
     try:
-        tmp.mkdir()
-        save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        files = [MODEL_FILE, OPTIMIZER_FILE]
-        if scaler is not None and scaler.is_enabled():
-            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
-            files.append(SCALER_FILE)
-        (tmp / CONFIG_FILE).write_text(config_yaml)
-        files.append(CONFIG_FILE)
-        if tokenizer is not None:  # the training data's tokenizer travels with the weights (artifacts.py)
-            tokenizer.save(tmp / ARTIFACT_DIR)
-        state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state,
-                 "files": {name: sha256_file(tmp / name) for name in files}}
-        write_json_atomic(tmp / STATE_FILE, state)
-        replace_dir(tmp, final)
+        with atomic_directory(final, "checkpoint") as tmp:
+            save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            files = [MODEL_FILE, OPTIMIZER_FILE]
+            if scaler is not None and scaler.is_enabled():
+                torch.save(scaler.state_dict(), tmp / SCALER_FILE)
+                files.append(SCALER_FILE)
+            (tmp / CONFIG_FILE).write_text(config_yaml)
+            files.append(CONFIG_FILE)
+            if tokenizer is not None:  # the training data's tokenizer travels with the weights (artifacts.py)
+                tokenizer.save(tmp / ARTIFACT_DIR)
+            state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state,
+                     "files": {name: sha256_file(tmp / name) for name in files}}
+            write_json_atomic(tmp / STATE_FILE, state)
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
-        shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
         raise DataError(f"cannot write checkpoint {final}: {reason}; free some space — "
                         "the previous checkpoint is intact") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     # Only checkpoints with finite weights are ever written, so the newest `keep` always include one.
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

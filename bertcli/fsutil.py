@@ -274,11 +274,6 @@ def swap_into_place(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Kept for callers not yet on `atomic_directory`: the same swap."""
-    swap_into_place(tmp, final)
-
-
 @contextmanager
 def atomic_directory(final: Path, kind: str) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; on success mark it as bertcli's `kind` and
@@ -287,7 +282,8 @@ def atomic_directory(final: Path, kind: str) -> Iterator[Path]:
     Call `check_output_dir` first: this replaces whatever is at `final`.
     """
     final = Path(os.path.abspath(final))  # `--out .` has no name to put the temporary directory beside
-    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    # the pid last: a later writer can tell a leftover of a killed process from one still being written
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}.{os.getpid()}")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -367,17 +363,3 @@ class DirLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
-
-
-def prepare_out_dir(path: Path, overwrite: bool, what: str) -> None:
-    """Refuse to clobber a non-empty directory unless asked to; create the parent."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path} is a file; give a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UsageError(f"--out {path} is not empty; pass --overwrite to replace it or choose another directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
-        raise UsageError(f"--out {path}: cannot create {path.parent} ({why}); choose another directory") from None
