@@ -13,6 +13,13 @@ on the corpus first.
 
 Anchors: Google's create_pretraining_data.py does about 0.32 MB/s on one core; make-data aims
 at a third of pure-encode speed or better at dupe factor 5.
+
+A second table runs the same documents in three input formats, side by side: `lines` (the
+corpus as it is), `text` (each document joined into a paragraph hard-wrapped at 76 columns, so
+the sentence splitter has to find the sentences again) and `jsonl` (one record per document,
+segmented too). MB/s there counts the lines corpus's bytes, the same text in every format, so the
+ratio to `lines` is the cost of reading the format and segmenting it; the goal is at least 0.5.
+`--formats-only` skips the first table.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -64,10 +72,10 @@ def _encode_only(corpus: str, tokenizer: str, repeats: str) -> None:
     print(mb / wall, mb / cpu)
 
 
-def run_make_data(corpus: Path, tokenizer: Path, out: Path, workers: int, dupe_factor: int) -> dict:
+def run_make_data(corpus: Path, tokenizer: Path, out: Path, workers: int, dupe_factor: int, extra=()) -> dict:
     """One make-data run in a child process: its own timing, CPU time and peak RSS."""
     cmd = [sys.executable, "-m", "bertcli", "make-data", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out),
-           "--workers", str(workers), "--dupe-factor", str(dupe_factor)]
+           "--workers", str(workers), "--dupe-factor", str(dupe_factor), *extra]
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
@@ -85,10 +93,49 @@ def run_make_data(corpus: Path, tokenizer: Path, out: Path, workers: int, dupe_f
             "instances": sum(s["instances"] for s in manifest["splits"].values()), "rss_mb": usage.ru_maxrss / 1024}
 
 
-def best_run(corpus, tokenizer, out, workers, dupe_factor, repeats) -> dict:
-    runs = [run_make_data(corpus, tokenizer, out, workers, dupe_factor) for _ in range(repeats)]
+def best_run(corpus, tokenizer, out, workers, dupe_factor, repeats, extra=()) -> dict:
+    runs = [run_make_data(corpus, tokenizer, out, workers, dupe_factor, extra) for _ in range(repeats)]
     best = min(runs, key=lambda r: r["seconds"])
     return {**best, "rss_mb": max(r["rss_mb"] for r in runs)}
+
+
+def format_variants(corpus: Path, tmp: Path) -> dict[str, tuple[Path, list[str]]]:
+    """The corpus's documents as lines (itself), as wrapped free text, and as JSON Lines."""
+    documents, doc = [], []
+    for line in corpus.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            doc.append(line.strip())
+        elif doc:
+            documents.append(doc)
+            doc = []
+    if doc:
+        documents.append(doc)
+    text, jsonl = tmp / "corpus-text.txt", tmp / "corpus.jsonl"
+    text.write_text("\n\n".join(textwrap.fill(" ".join(d), 76, break_on_hyphens=False) for d in documents) + "\n",
+                    encoding="utf-8")
+    jsonl.write_text("".join(json.dumps({"id": i, "text": " ".join(d)}) + "\n" for i, d in enumerate(documents)),
+                     encoding="utf-8")
+    return {"lines": (corpus, []), "text": (text, ["--input-format", "text"]), "jsonl": (jsonl, [])}
+
+
+def compare_formats(args, tokenizer: Path, tmp: Path) -> None:
+    variants = format_variants(args.corpus, tmp)
+    mb = args.corpus.stat().st_size / 1e6
+    header = (f"{'format':<8}{'file MB':>8}{'workers':>8}{'MB/s':>7}{'run s':>7}{'cpu s':>7}{'MB/cpu-s':>10}"
+              f"{'peak RSS MB':>13}{'vs lines':>10}{'(cpu)':>7}")
+    print(f"\nthe same {mb:.1f} MB of documents in each input format (MB counts the lines corpus):")
+    print(header)
+    print("-" * len(header))
+    base: dict[int, tuple[float, float]] = {}
+    for workers in args.workers:
+        for name, (path, extra) in variants.items():
+            r = best_run(path, tokenizer, tmp / "out", workers, args.dupe_factor, args.repeats, extra)
+            speed, cpu_speed = mb / r["seconds"], mb / r["cpu_seconds"]
+            base.setdefault(workers, (speed, cpu_speed))
+            print(f"{name:<8}{path.stat().st_size / 1e6:>8.1f}{workers:>8}{speed:>7.2f}{r['seconds']:>7.2f}"
+                  f"{r['cpu_seconds']:>7.2f}{cpu_speed:>10.2f}{r['rss_mb']:>13.0f}"
+                  f"{speed / base[workers][0]:>10.2f}{cpu_speed / base[workers][1]:>7.2f}")
+    print("vs lines: MB/s over the lines run's (CPU-based in brackets); text and jsonl include sentence splitting")
 
 
 def main() -> None:
@@ -99,6 +146,7 @@ def main() -> None:
     parser.add_argument("--dupe-factor", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--formats-only", action="store_true", help="only the input-format comparison")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="make-data-speed-") as tmp:
@@ -113,6 +161,10 @@ def main() -> None:
         meta = json.loads((tokenizer / "tokenizer.json").read_text())
         print(f"tokenizer {tokenizer} (vocab {meta['vocab_size']}, {meta['options']['model_type']}), "
               f"dupe_factor {args.dupe_factor}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        if args.formats_only:
+            compare_formats(args, tokenizer, tmp)
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
+            return
         header = (f"{'corpus':<14}{'MB':>6}{'encode MB/s':>13}{'workers':>8}{'MB/s':>7}{'inst/s':>9}{'run s':>7}"
                   f"{'wall s':>8}{'cpu s':>7}{'MB/cpu-s':>10}{'peak RSS MB':>13}{'vs encode':>11}")
         print(header)
@@ -130,6 +182,7 @@ def main() -> None:
         print("MB/s and inst/s: per second of the run as make-data times it; wall s adds start-up. cpu s: make-data's")
         print("CPU time, workers included; MB/cpu-s is the one-core speed an idle machine would give. encode MB/s:")
         print("wall (CPU). vs encode: make-data MB/s over encode MB/s, wall (CPU-based).")
+        compare_formats(args, tokenizer, tmp)
         print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the machine slow every column)")
 
 

@@ -28,8 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-INPUT_HELP = "Text files, directories (their *.txt, recursively) or globs; .gz/.bz2/.xz are read transparently."
-TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL = "Tokenizer", "Data", "Run", "Switches"
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer", "Data", "Run", "Switches", "Input"
 FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -38,6 +37,37 @@ TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
 def _precision(value: str) -> str:
     """One spelling for precisions (fp32|bf16|fp16); torch's names are accepted as aliases."""
     return PRECISION_ALIASES.get(value, value)
+
+
+INPUT_HELP = ("Files, directories (their *.txt, *.jsonl, *.json, *.parquet, recursively) or globs; "
+              ".gz/.bz2/.xz/.zst are read transparently.")
+
+
+def _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
+                    dataset, dataset_config, dataset_split):
+    from bertcli.readers.base import ReaderOptions
+
+    return ReaderOptions(input_format=input_format, text_field=text_field, document_per_file=document_per_file,
+                         sentence_splitter=sentence_splitter, language=language, encoding=encoding, dataset=dataset,
+                         dataset_config=dataset_config, dataset_split=dataset_split)
+
+
+# The input options of `tokenize` and `make-data`, declared once (typer reads them from the signature).
+def _input_options():
+    return dict(
+        input_format=typer.Option(None, "--input-format", metavar="<lines|text|jsonl|parquet>", help="lines (one sentence per line), text (paragraphs, split into sentences), jsonl or parquet \\[default: by suffix; .txt is lines].", rich_help_panel=INPUT_PANEL, show_default=False),
+        text_field=typer.Option("text", "--text-field", help="jsonl/parquet/dataset: the field with the text; dotted for nested keys (meta.body).", rich_help_panel=INPUT_PANEL),
+        document_per_file=typer.Option(False, "--document-per-file", metavar=FLAG, show_default=False, help="text: each file is one document (blank lines separate paragraphs, not documents).", rich_help_panel=INPUT_PANEL),
+        sentence_splitter=typer.Option("blingfire", "--sentence-splitter", metavar="<blingfire|sentencex|pysbd>", help="blingfire, sentencex or pysbd (see the README for their figures).", rich_help_panel=INPUT_PANEL),
+        language=typer.Option("en", "--language", help="Language code for sentencex and pysbd (blingfire needs none).", rich_help_panel=INPUT_PANEL),
+        encoding=typer.Option("utf-8", "--encoding", help="Text encoding of the files, e.g. latin-1 or cp1252 (a UTF-8 BOM is always dropped).", rich_help_panel=INPUT_PANEL),
+        dataset=typer.Option(None, "--dataset", help="A Hugging Face dataset: a save_to_disk directory or a name in the local cache (needs bertcli\\[datasets]).", rich_help_panel=INPUT_PANEL, show_default=False),
+        dataset_config=typer.Option(None, "--dataset-config", help="The dataset's configuration name, if it has several.", rich_help_panel=INPUT_PANEL, show_default=False),
+        dataset_split=typer.Option("train", "--dataset-split", help="The dataset's split to read.", rich_help_panel=INPUT_PANEL),
+    )
+
+
+_IN = _input_options()
 
 
 def _version(value: bool) -> None:
@@ -55,7 +85,7 @@ def _root(
 
 @app.command(no_args_is_help=True)
 def tokenize(
-    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from.", show_default=False),
+    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from or --dataset.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
     model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
@@ -67,11 +97,16 @@ def tokenize(
     input_sentence_size: int = typer.Option(10_000_000, help="Train on a uniform random sample of at most this many sentences.", rich_help_panel=RUN_PANEL),
     threads: int = typer.Option(0, help="Training threads (0: all cores). The model depends on it: fix it to reproduce across machines.", rich_help_panel=RUN_PANEL),
     seed: int = typer.Option(12345, help="Seed for the sample and for SentencePiece.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+    input_format: Optional[str] = _IN["input_format"], text_field: str = _IN["text_field"],
+    document_per_file: bool = _IN["document_per_file"], sentence_splitter: str = _IN["sentence_splitter"],
+    language: str = _IN["language"], encoding: str = _IN["encoding"], dataset: Optional[str] = _IN["dataset"],
+    dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
     from bertcli.errors import UsageError
+    from bertcli.console import warn
     from bertcli.reports import print_adopt_report, print_tokenize_report
     from bertcli.tokenizer import TrainOptions, adopt, train
 
@@ -82,23 +117,27 @@ def tokenize(
         return
     if add_words is not None:
         raise UsageError("--add-words fills a published vocabulary's [unused] slots: use it with --from")
-    if not inputs:
-        raise UsageError("give INPUT text files to train on, or --from a published tokenizer")
+    if not inputs and dataset is None:
+        raise UsageError("no INPUT given; pass text files to train on, --dataset, or --from a published tokenizer")
     from bertcli.corpus import Corpus, expand_inputs
 
     options = TrainOptions(vocab_size=vocab_size, model_type=model_type, lowercase=bool(lowercase),
                            character_coverage=character_coverage, byte_fallback=byte_fallback,
                            input_sentence_size=input_sentence_size, threads=threads, seed=seed)
     options.validate()
-    corpus = Corpus(expand_inputs(inputs), strict=strict)
+    reader = _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
+                             dataset, dataset_config, dataset_split)
+    corpus = Corpus(expand_inputs(inputs, input_format, allow_empty=dataset is not None), strict=strict, options=reader)
     with terminate_like_ctrl_c(), console.status("training tokenizer"):
         report = train(corpus, out, options, overwrite=overwrite)
     print_tokenize_report(report, out)
+    for message in corpus.stats.warnings(reader):
+        warn(message)
 
 
 @app.command("make-data", no_args_is_help=True)
 def make_data_command(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help=INPUT_HELP, show_default=False),
+    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP, show_default=False),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
     objective: str = typer.Option("nsp", metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
@@ -116,9 +155,13 @@ def make_data_command(
     window_chars: int = typer.Option(1_000_000, help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
     shard_size: int = typer.Option(100_000, help="Instances per shard.", rich_help_panel=RUN_PANEL),
     workers: int = typer.Option(0, help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid UTF-8 instead of replacing it.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
     resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
+    input_format: Optional[str] = _IN["input_format"], text_field: str = _IN["text_field"],
+    document_per_file: bool = _IN["document_per_file"], sentence_splitter: str = _IN["sentence_splitter"],
+    language: str = _IN["language"], encoding: str = _IN["encoding"], dataset: Optional[str] = _IN["dataset"],
+    dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
     from bertcli.corpus import expand_inputs
@@ -131,8 +174,11 @@ def make_data_command(
                               short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                               whole_word_mask=whole_word_mask, seed=seed, validation_fraction=validation_fraction,
                               shard_size=shard_size, window_chars=window_chars, workers=workers, strict=strict).resolve()
+    reader = _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
+                             dataset, dataset_config, dataset_split)
     with terminate_like_ctrl_c():
-        manifest = make_data(expand_inputs(inputs), tokenizer, out, options, resume=resume, overwrite=overwrite)
+        manifest = make_data(expand_inputs(inputs, input_format, allow_empty=dataset is not None), tokenizer, out,
+                             options, resume=resume, overwrite=overwrite, reader=reader)
     print_make_data_report(manifest, out)
 
 

@@ -1,58 +1,58 @@
-"""Read a text corpus in BERT's format: one sentence per line, a blank line between documents.
+"""The corpus: which inputs to read, in which order and format, and what reading them found.
 
-Inputs may be files, directories (their `*.txt` files, recursively, compressed ones too) and
-globs; `.gz`, `.bz2` and `.xz` are decompressed on the fly. Lines are stripped. Invalid UTF-8 is
-replaced and counted rather than fatal (a crawl of many GB with a few bad bytes should not
-stop), unless `strict` asks for an error. This module only reads; it never tokenizes.
+Inputs may be files, directories (their text, JSON Lines and Parquet files, recursively,
+compressed ones too), globs, and a Hugging Face dataset (`--dataset`). Each input is read by
+the reader for its format (bertcli/readers/); `Corpus.documents()` strings them together in a
+fixed order, so the same inputs always give the same documents. `ReadStats` holds the counts
+per input, for the manifest and for the warnings about classic mistakes. This module only reads;
+it never tokenizes.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
-import lzma
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
-from bertcli.errors import DataError, UsageError
+from bertcli.errors import UsageError
+from bertcli.readers import DATASET_FORMAT, NEEDS_SEGMENTER, READERS, check_format, format_of, hf, wanted_suffixes
+from bertcli.readers.base import LONG_BLOCK_CHARS, MAX_DOCUMENT_CHARS, InputCounts, ReaderOptions
+from bertcli.readers.streams import check_encoding, read_lines
 
-# Each opener wraps an already open binary file. GzipFile takes it by keyword: its first
-# positional parameter is a file *name*.
-COMPRESSED = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    ".bz2": lambda raw: bz2.BZ2File(raw, mode="rb"),
-    ".xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),
-}
-TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.xz")
 GLOB_CHARS = set("*?[")
-UTF8_BOM = "\ufeff"
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
+def expand_inputs(inputs: list[str] | None, input_format: str | None = None, allow_empty: bool = False) -> list[Path]:
     """Turn the command line's INPUT arguments into a sorted, de-duplicated list of files."""
     if not inputs:
-        raise UsageError("no INPUT given; pass one or more text files, directories or globs")
+        if allow_empty:
+            return []
+        raise UsageError("no INPUT given; pass one or more text files, directories or globs (or --dataset)")
+    suffixes = wanted_suffixes(check_format(input_format))
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            found = _text_files(path)
+            found = _input_files(path, suffixes)
             if not found:
-                raise UsageError(f"input directory {item} holds no *.txt files (compressed .gz/.bz2/.xz allowed)")
+                plain = [f"*{s}" for s in suffixes if s.count(".") == 1]
+                others = f" (nor {', '.join(plain[1:])})" if len(plain) > 1 else ""
+                raise UsageError(f"input directory {item} holds no {plain[0]} files{others}; compressed "
+                                 ".gz/.bz2/.xz/.zst ones count too")
             files.extend(found)
         elif GLOB_CHARS & set(item):
             # A pattern may name directories too (`corpora/*`); they expand as a directory does.
             found = []
             for match in sorted(Path(p) for p in glob.glob(item, recursive=True)):
-                found.extend(_text_files(match) if match.is_dir() else [match] if match.is_file() else [])
+                found.extend(_input_files(match, suffixes) if match.is_dir() else [match] if match.is_file() else [])
             if not found:
                 raise UsageError(f"input pattern {item} matches no file; check the pattern and quote it")
             files.extend(found)
+        elif path.exists():
+            raise UsageError(f"input {item} is not a regular file or directory (a FIFO or device?); give a file")
         else:
             raise UsageError(f"input {item} does not exist; check the path")
     unique: dict[Path, None] = {}
@@ -61,99 +61,141 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(unique)
 
 
-def _text_files(directory: Path) -> list[Path]:
-    """The text files under a directory, recursively, in a stable order."""
-    return sorted(p for p in directory.rglob("*") if p.name.lower().endswith(TEXT_SUFFIXES) and p.is_file())
-
-
-def open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """Return (decoded stream, raw file); the raw file's position measures progress."""
-    raw = open(path, "rb")
-    opener = COMPRESSED.get(path.suffix.lower())
-    return (opener(raw) if opener else raw), raw
+def _input_files(directory: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The input files under a directory, recursively, in a stable order."""
+    return sorted(p for p in directory.rglob("*") if p.name.lower().endswith(suffixes) and p.is_file())
 
 
 @dataclass
 class ReadStats:
-    """What reading found: sizes for progress, invalid UTF-8 for one warning."""
+    """What one pass over the corpus found: sizes for progress, counts per input for the manifest."""
 
     total_bytes: int = 0
     bytes_done: int = 0
-    lines: int = 0
-    invalid_utf8_lines: int = 0
-    first_invalid: str | None = None
     files: list[Path] = field(default_factory=list)
+    inputs: list[InputCounts] = field(default_factory=list)
+
+    @property
+    def lines(self) -> int:
+        return sum(c.records for c in self.inputs)
+
+    @property
+    def invalid_utf8_lines(self) -> int:
+        return sum(c.invalid_lines for c in self.inputs)
 
     def invalid_utf8_message(self) -> str | None:
         if not self.invalid_utf8_lines:
             return None
+        first = next(c.first_invalid for c in self.inputs if c.first_invalid)
         return (f"{self.invalid_utf8_lines} line(s) had invalid UTF-8, replaced with U+FFFD "
-                f"(first at {self.first_invalid}); pass --strict to make this an error")
+                f"(first at {first}); pass --strict to make this an error")
+
+    def warnings(self, options: ReaderOptions) -> list[str]:
+        """The classic mistakes, one message each, naming the input (invalid bytes aside)."""
+        out = []
+        for c in self.inputs:
+            if c.records_skipped:
+                out.append(f"{c.records_skipped} of {c.records} record(s) of {c.input} were skipped "
+                           f"(first at {c.first_skipped}: {c.first_skip_reason}); pass --strict to stop at the first")
+            if c.long_blocks:
+                hint = ("is this free text? pass --input-format text" if c.format == "lines"
+                        else "does the text lack punctuation, or is it not in --language?")
+                out.append(f"{c.long_blocks} sentence(s) in {c.input} are blocks of more than {LONG_BLOCK_CHARS:,} "
+                           f"characters with no sentence boundary (first at {c.first_long_block}): {hint}")
+            if c.records and c.empty_records > 0.5 * c.records:
+                out.append(f"{c.empty_records} of {c.records} records of {c.input} have an empty "
+                           f"{options.text_field!r} field: is --text-field the field with the text?")
+            if c.documents_cut:
+                out.append(f"{c.documents_cut} document(s) of {c.input} grew past {MAX_DOCUMENT_CHARS:,} characters "
+                           "and were cut in pieces: separate documents with blank lines")
+        return out
+
+
+@dataclass
+class ReadContext:
+    """What a reader gets besides its source."""
+
+    options: ReaderOptions
+    counts: InputCounts
+    encoding: str
+    strict: bool
+    segmenter: object
+    progress: ReadStats
+    done_before: int
 
 
 class Corpus:
-    """Iterate lines or documents of a list of files, tracking progress and bad bytes."""
+    """Iterate the documents (or sentences) of a list of inputs, tracking progress and counts."""
 
-    def __init__(self, files: list[Path], strict: bool = False):
-        self.files = files
+    def __init__(self, files: list[Path], strict: bool = False, options: ReaderOptions | None = None):
+        self.files = list(files)
         self.strict = strict
-        self.stats = ReadStats(total_bytes=sum(f.stat().st_size for f in files), files=files)
+        self.options = options or ReaderOptions()
+        self.encoding = check_encoding(self.options.encoding)
+        check_format(self.options.input_format)
+        self.formats = [format_of(f, self.options.input_format) for f in self.files]
+        if self.options.dataset is None and not self.files:
+            raise UsageError("no INPUT given; pass one or more text files, directories or globs (or --dataset)")
+        self.stats = ReadStats(total_bytes=sum(f.stat().st_size for f in self.files), files=self.files)
+        self._segmenter = None
+        if NEEDS_SEGMENTER & set(self.formats + ([DATASET_FORMAT] if self.options.dataset else [])):
+            self._segmenter = self.segmenter()
 
-    def lines(self) -> Iterator[str]:
-        """Stripped lines; an empty string closes a document, and every file ends one."""
-        # The stats describe this pass; a second pass must not count bad lines twice. Reset in
-        # place: a progress display may hold the object.
+    def segmenter(self):
+        if self._segmenter is None:
+            from bertcli.segment import Segmenter
+            self._segmenter = Segmenter(self.options.sentence_splitter, self.options.language)
+        return self._segmenter
+
+    def describe_format(self) -> str:
+        kinds = sorted(set(self.formats + ([DATASET_FORMAT] if self.options.dataset else [])))
+        return kinds[0] if len(kinds) == 1 else "+".join(kinds)
+
+    def fingerprint(self) -> list[dict]:
+        """Inputs and their sizes: what --resume checks to be the same."""
+        entries = [{"path": str(f), "bytes": f.stat().st_size} for f in self.files]
+        if self.options.dataset:
+            entries.append(hf.fingerprint(self.options))
+        return entries
+
+    def _contexts(self) -> Iterator[tuple[object, str, ReadContext]]:
+        # The stats describe this pass; a second pass must not count twice. Reset in place: a
+        # progress display may hold the object.
         stats = self.stats
-        stats.bytes_done = stats.lines = stats.invalid_utf8_lines = 0
-        stats.first_invalid = None
+        stats.bytes_done = 0
+        stats.inputs = []
         done_before = 0
-        for path in self.files:
-            try:
-                stream, raw = open_binary(path)
-            except OSError as e:
-                raise DataError(f"cannot read {path}: {e.strerror}") from None
-            with raw, stream:
-                try:
-                    for lineno, data in enumerate(stream, 1):
-                        self.stats.lines += 1
-                        try:
-                            text = data.decode("utf-8")
-                        except UnicodeDecodeError:
-                            text = self._invalid(path, lineno, data)
-                        if lineno == 1 and text.startswith(UTF8_BOM):
-                            # Editors on Windows start files with a byte-order mark; it is not text
-                            # and str.strip() keeps it.
-                            text = text[1:]
-                        if lineno & 1023 == 0:
-                            self.stats.bytes_done = done_before + raw.tell()
-                        yield text.strip()
-                except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # zlib.error: corrupt gzip data
-                    raise DataError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt") from None
+        for path, fmt in zip(self.files, self.formats):
+            counts = InputCounts(str(path), fmt)
+            stats.inputs.append(counts)
+            yield path, fmt, ReadContext(self.options, counts, self.encoding, self.strict, self._segmenter,
+                                         stats, done_before)
             done_before += path.stat().st_size
-            self.stats.bytes_done = done_before
-            yield ""
-
-    def _invalid(self, path: Path, lineno: int, data: bytes) -> str:
-        where = f"{path}:{lineno}"
-        if self.strict:
-            raise DataError(f"{where}: invalid UTF-8; fix the file or drop --strict to replace bad bytes")
-        self.stats.invalid_utf8_lines += 1
-        if self.stats.first_invalid is None:
-            self.stats.first_invalid = where
-        return data.decode("utf-8", errors="replace")
-
-    def sentences(self) -> Iterator[str]:
-        """Non-empty lines only (what tokenizer training sees)."""
-        return filter(None, self.lines())  # C-level filtering: no Python call per line
+            stats.bytes_done = done_before
+        if self.options.dataset:
+            counts = InputCounts(hf.describe(self.options), DATASET_FORMAT)
+            stats.inputs.append(counts)
+            yield self.options, DATASET_FORMAT, ReadContext(self.options, counts, self.encoding, self.strict,
+                                                            self._segmenter, stats, done_before)
 
     def documents(self) -> Iterator[list[str]]:
-        """Lists of sentences; runs of blank lines never make empty documents."""
-        doc: list[str] = []
-        for line in self.lines():
-            if line:
-                doc.append(line)
-            elif doc:
-                yield doc
-                doc = []
-        if doc:
-            yield doc
+        """Lists of sentences, input after input; never an empty document."""
+        for source, fmt, ctx in self._contexts():
+            reader = hf.documents if fmt == DATASET_FORMAT else READERS[fmt]
+            yield from reader(source, ctx)
+
+    def sentences(self) -> Iterator[str]:
+        """Every sentence of every document (what tokenizer training sees)."""
+        for doc in self.documents():
+            yield from doc
+
+    def lines(self) -> Iterator[str]:
+        """The stripped lines of the files, whatever their format; every file ends with ""."""
+        for path, _, ctx in self._contexts():
+            for _, line in read_lines(path, ctx.counts, ctx.encoding, ctx.strict, ctx.progress, ctx.done_before):
+                ctx.counts.records += 1
+                yield line
+            yield ""
+
+    def manifest_entries(self) -> list[dict]:
+        return [c.manifest_entry() for c in self.stats.inputs]

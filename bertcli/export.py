@@ -27,7 +27,6 @@ Not done here: TensorFlow or ONNX formats, uploading to the Hub, other tokenizer
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -37,7 +36,7 @@ from bertcli import __version__
 from bertcli.artifacts import checkpoint_tokenizer
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, replace_dir, write_bytes_atomic, write_json_atomic
+from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_bytes_atomic, write_json_atomic
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
@@ -68,15 +67,6 @@ def hf_config(model_config: dict, dtype: str, pad_token_id: int = 0, sentence_ta
 
 # --- bertcli export -------------------------------------------------------------------------------
 
-def _refuse_out_dir_holding(out: Path, inputs: list[Path]) -> None:
-    """--overwrite replaces --out: never let that delete the checkpoint or tokenizer being exported."""
-    target = out.resolve()
-    for path in inputs:
-        path = path.resolve()
-        if path == target or target in path.parents:
-            raise UsageError(f"--out {out} holds {path}, which is being exported; choose another directory")
-
-
 def _readable_by_all(path: Path) -> None:
     """safetensors writes its file owner-only (0600); give it the permissions of the other files."""
     umask = os.umask(0)
@@ -98,31 +88,23 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
                          f"{model_config.get('vocab_size')}; give the tokenizer the model was trained with")
     tokenizer_files = tok.hf_files(int(model_config["max_position_embeddings"]))
     out = Path(out)
-    _refuse_out_dir_holding(out, [ckpt, *([tok.path] if tok.path else [])])
-    prepare_out_dir(out, overwrite, "export")
+    # --overwrite replaces --out: never let that delete the checkpoint or tokenizer being exported.
+    check_output_dir(out, "export", overwrite=overwrite, inputs=[ckpt, *([tok.path] if tok.path else [])])
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in load_weights(ckpt, state).items()}
-
-    final = out.resolve()
-    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = Path(os.path.abspath(out))
     try:
-        tmp.mkdir()
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _readable_by_all(tmp / "model.safetensors")
-        objective = checkpoint_objective(state, ckpt)
-        write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, tok.pad_id, objective.has_sentence_task))
-        write_tokenizer_files(tmp, tok, int(model_config["max_position_embeddings"]), tokenizer_files)
-        provenance = {"bertcli_version": __version__, "checkpoint": str(ckpt), "step": state["step"],
-                      "tokens_seen": state.get("tokens_seen"), "dtype": dtype, "tokenizer_sha256": tok.sha256,
-                      "data_signature": state.get("data_signature"), "objective": objective.name}
-        write_json_atomic(tmp / PROVENANCE_FILE, provenance)
-        replace_dir(tmp, final)
+        with DirLock(out, "--out"), atomic_directory(out, "export") as tmp:
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            _readable_by_all(tmp / "model.safetensors")
+            objective = checkpoint_objective(state, ckpt)
+            write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, tok.pad_id, objective.has_sentence_task))
+            write_tokenizer_files(tmp, tok, int(model_config["max_position_embeddings"]), tokenizer_files)
+            provenance = {"bertcli_version": __version__, "checkpoint": str(ckpt), "step": state["step"],
+                          "tokens_seen": state.get("tokens_seen"), "dtype": dtype, "tokenizer_sha256": tok.sha256,
+                          "data_signature": state.get("data_signature"), "objective": objective.name}
+            write_json_atomic(tmp / PROVENANCE_FILE, provenance)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot write --out {out}: {e.strerror or e}; free some space or choose another directory") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": str(out), "checkpoint": str(ckpt), "step": state["step"], "dtype": dtype,
             "parameters": sum(v.numel() for v in weights.values()), "vocab_size": tok.vocab_size,
             "bytes": sum(f.stat().st_size for f in final.rglob("*") if f.is_file())}

@@ -311,10 +311,13 @@ def lock_path_for(path: Path) -> Path:
 
 
 class DirLock:
-    """An exclusive lock on an output (a `.NAME.bertcli-lock` file beside it, left in place).
+    """An exclusive lock on an output: a `.NAME.bertcli-lock` file beside it while a writer runs.
 
-    flock-based, so a killed holder releases it at once. A second writer fails immediately with
-    a message naming the holder (pid, host, command).
+    flock-based, so a killed holder releases it at once (its file may stay behind, harmless: the
+    next writer takes it over). A second writer fails immediately with a message naming the
+    holder (pid, host, command). The holder deletes the file when done; a writer that opened the
+    file just before that notices, because the path no longer leads to the file it locked, and
+    tries again.
     """
 
     def __init__(self, path: Path, what: str = "output"):
@@ -323,30 +326,44 @@ class DirLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "DirLock":
+        while self.fd is None:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise BusyError(f"{self.what} {self.path} is being written by {holder}; wait for it to finish or "
+                                    "choose another directory") from None
+                raise UsageError(f"{self.what} {self.path}: cannot lock {self.lock_path} ({e.strerror})") from None
+            try:
+                current = os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(fd).st_ino:  # the previous holder deleted it after we opened it
+                os.close(fd)
+                continue
+            self.fd = fd
+        command = " ".join(["bertcli", *sys.argv[1:]])[:200]
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} ({command})\n".encode(), 0)
+        return self
+
+    def _open(self) -> int:
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UsageError(f"{self.what} {self.path}: cannot create the lock file {self.lock_path} ({e.strerror}); "
                              "choose a writable location") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise BusyError(f"{self.what} {self.path} is being written by {holder}; wait for it to finish or "
-                                "choose another directory") from None
-            raise UsageError(f"{self.what} {self.path}: cannot lock {self.lock_path} ({e.strerror})") from None
-        command = " ".join(["bertcli", *sys.argv[1:]])[:200]
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command})\n".encode(), 0)
-        self.fd = fd
-        return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            try:
+                self.lock_path.unlink(missing_ok=True)  # while still holding it: see the class docstring
+            except OSError:
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -33,6 +33,7 @@ import numpy as np
 from bertcli import __version__
 from bertcli.console import console, warn
 from bertcli.corpus import Corpus
+from bertcli.readers.base import ReaderOptions
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import (OWNER_FILE, TMP_PREFIX, DirLock, atomic_directory, check_output_dir, input_file_problem,
                             mark_owned, read_json, read_owner, refuse_overlap, sha256_file, writable_problem,
@@ -337,13 +338,9 @@ class SplitWriter:
 # ---------------------------------------------------------------------------------------------
 # The command
 
-def _fingerprint(files: list[Path]) -> list[dict]:
-    return [{"path": str(f), "bytes": f.stat().st_size} for f in files]
-
-
 def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
     progress = read_json(out_dir / PROGRESS, "make-data progress")
-    for key in ("tokenizer_sha256", "options", "inputs"):
+    for key in ("tokenizer_sha256", "options", "inputs", "reader"):
         if progress.get(key) != expected[key]:
             raise UsageError(f"--resume: {out_dir} was started with different {key.replace('_', ' ')}; "
                              "rerun with the same inputs and options, or use --overwrite to start over")
@@ -381,7 +378,8 @@ def _remove_our_leftovers(split_dir: Path, keep: set[str]) -> None:
 
 
 def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeDataOptions,
-              resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
+              resume: bool = False, overwrite: bool = False, show_progress: bool = True,
+              reader: ReaderOptions | None = None) -> dict:
     """Run make-data end to end; return the manifest it wrote.
 
     Everything is validated before --out is touched: options, tokenizer, inputs, and that --out
@@ -393,18 +391,23 @@ def make_data(files: list[Path], tokenizer_dir: Path, out_dir: Path, opts: MakeD
       swaps it in at the end: until then the old data is untouched, and stays if the run fails.
     """
     opts.resolve()
-    tok = Tokenizer.load(tokenizer_dir)
-    out_dir = Path(out_dir)
     for f in files:
         if problem := input_file_problem(f):
             raise UsageError(f"input {f} {problem}")
-    refuse_overlap(out_dir, [*files, tokenizer_dir])
-    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": _fingerprint(files)}
+    corpus = Corpus(files, strict=opts.strict, options=reader)  # checks format, encoding, splitter now
+    tok = Tokenizer.load(tokenizer_dir)
+    out_dir = Path(out_dir)
+    dataset = [Path(corpus.options.dataset)] if corpus.options.dataset and Path(corpus.options.dataset).exists() else []
+    inputs = [*files, *dataset, tokenizer_dir]
+    refuse_overlap(out_dir, inputs)
+    expected = {"tokenizer_sha256": tok.sha256, "options": opts.recipe(), "inputs": corpus.fingerprint(),
+                "reader": corpus.options.recipe()}
+
     def run(target: Path, states: dict[str, SplitState]) -> dict:
-        return _make_data(files, tokenizer_dir, tok, target, opts, expected, states, show_progress)
+        return _make_data(corpus, tokenizer_dir, tok, target, opts, expected, states, show_progress)
 
     if not resume:
-        _check_fresh_out_dir(out_dir, overwrite, [*files, tokenizer_dir])
+        _check_fresh_out_dir(out_dir, overwrite, inputs)
     with DirLock(out_dir, "make-data --out"):
         if resume:
             states = _resume_states(out_dir, expected)
@@ -490,7 +493,7 @@ def _discard(out_dir: Path, existed: bool) -> None:
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
-def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress) -> dict:
+def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show_progress) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -498,7 +501,6 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
 
     writers = {s: SplitWriter(out_dir, s, opts, tok, states[s], save) for s in SPLITS}
     save()
-    corpus = Corpus(files, strict=opts.strict)
     workers = opts.workers or (os.cpu_count() or 1)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     # The pool first: its processes must start before the progress bar's refresh thread does.
@@ -524,11 +526,12 @@ def _make_data(files, tokenizer_dir, tok, out_dir, opts, expected, states, show_
                       "vocab_size": tok.vocab_size, "special_ids": tok.special_ids, "kind": tok.kind},
         "options": opts.recipe(), "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
         "inputs": expected["inputs"], "input_bytes": corpus.stats.total_bytes,
-        "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "seconds": round(seconds, 3),
+        "invalid_utf8_lines": corpus.stats.invalid_utf8_lines, "input_format": corpus.describe_format(),
+        "reader": expected["reader"], "input_counts": corpus.manifest_entries(), "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    _check_usable(manifest, files, opts)
+    _check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
     tok.save(out_dir / ARTIFACT_DIR)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
@@ -608,8 +611,18 @@ def _check_usable(manifest: dict, files: list[Path], opts: MakeDataOptions) -> N
                         "cannot make a pair); give more text")
 
 
+_SINGLE_SENTENCE_HINT = {
+    "lines": "is there a blank line between every sentence? Blank lines separate documents",
+    "text": "with --input-format text every paragraph is a document: pass --document-per-file if each file is one",
+}
+_SINGLE_SENTENCE_HINT.update(dict.fromkeys(("jsonl", "parquet", "dataset"), "each record is one document: are the "
+                                           "records single sentences, or is --text-field a title?"))
+
+
 def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
     if msg := corpus.stats.invalid_utf8_message():
+        warn(msg)
+    for msg in corpus.stats.warnings(corpus.options):
         warn(msg)
     train = manifest["splits"]["train"]
     stats = train["stats"]
@@ -624,7 +637,7 @@ def _warn_about(manifest: dict, corpus: Corpus, opts: MakeDataOptions) -> None:
              "give more documents or a larger --window-chars")
     if pairs and stats["single_sentence_documents"] > 0.5 * train["documents"] > 0:
         warn(f"{stats['single_sentence_documents']} of {train['documents']} documents have a single sentence: "
-             "is there a blank line between every sentence? Blank lines separate documents, and pairs "
+             f"{_SINGLE_SENTENCE_HINT.get(corpus.describe_format(), _SINGLE_SENTENCE_HINT['lines'])}; pairs "
              "never span documents, so next-sentence prediction cannot learn from such a corpus")
     long_sentences = sum(manifest["splits"][s]["stats"].get("long_sentences", 0) for s in SPLITS)
     if long_sentences:

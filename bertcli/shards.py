@@ -251,7 +251,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_examples(ex: Examples, path: Path, vocab_size: int, max_seq_length: int, max_predictions: int) -> None:
+def check_examples(ex: Examples, path: Path, vocab_size: int, max_seq_length: int, max_predictions: int,
+                   paired: bool = True) -> None:
     """Refuse a shard whose arrays do not describe valid instances; vectorised, once per shard.
 
     A checksum only proves the file is the one the manifest lists, not that either is sound:
@@ -293,10 +294,12 @@ def check_examples(ex: Examples, path: Path, vocab_size: int, max_seq_length: in
             raise bad(name, f"holds token id {int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())}, "
                       f"outside the vocabulary of {vocab_size}")
     segment_b_start = np.asarray(ex.segment_b_start, dtype=np.int64)
-    # == the length: no segment B (mlm's packed sequences)
-    if n and ((segment_b_start < 1) | (segment_b_start > lengths)).any():
-        k = int(np.flatnonzero((segment_b_start < 1) | (segment_b_start > lengths))[0])
-        raise bad("segment_b_start", f"is {segment_b_start[k]} for instance {k} of {lengths[k]} tokens")
+    # Pairs (nsp, sop) have a non-empty B after A; mlm's packed sequences have none: B starts at the end.
+    wrong = ((segment_b_start < 1) | (segment_b_start >= lengths)) if paired else (segment_b_start != lengths)
+    if n and wrong.any():
+        k = int(np.flatnonzero(wrong)[0])
+        raise bad("segment_b_start", f"is {segment_b_start[k]} for instance {k} of {lengths[k]} tokens"
+                  + ("" if paired else " (mlm data has no segment B: it must equal the length)"))
     for name in ("next_sentence_labels", "fallback"):
         if n and int(np.asarray(getattr(ex, name)).max()) > 1:
             raise bad(name, "holds a value other than 0 and 1")
@@ -549,7 +552,8 @@ class PretrainingData:
             if actual != sha:
                 raise DataError(f"{path}: sha256 differs from the manifest (corrupt or modified); rebuild the data with `bertcli make-data`")
             examples = load_shard(path, self.expect_tokenizer_sha256)
-            check_examples(examples, path, self.vocab_size, self.max_seq_length, self.max_predictions)
+            check_examples(examples, path, self.vocab_size, self.max_seq_length, self.max_predictions,
+                           paired=self.objective.has_sentence_task)
             if len(examples) != count or examples.num_tokens != tokens:
                 raise DataError(f"{path}: holds {len(examples)} instances of {examples.num_tokens} tokens, the manifest "
                                 f"says {count} of {tokens}; rebuild the data")

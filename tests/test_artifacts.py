@@ -65,6 +65,7 @@ def test_a_moved_run_and_data_work_from_any_directory(cli, original, tmp_path, m
     assert code == 0, err
 
     before, after = tree_files(export_here), tree_files(unrelated / "export-moved")
-    provenance = "bertcli_export.json"  # names the checkpoint's path, which did move
+    # the provenance names the checkpoint's path, which did move; the ownership marker has its own id
+    differ = {"bertcli_export.json", ".bertcli-owner.json"}
     assert before.keys() == after.keys()
-    assert {k: v for k, v in before.items() if k != provenance} == {k: v for k, v in after.items() if k != provenance}
+    assert {k: v for k, v in before.items() if k not in differ} == {k: v for k, v in after.items() if k not in differ}

@@ -119,9 +119,21 @@ def test_non_empty_out_dir_is_refused_unless_overwrite(tmp_path, capsys):
     code, _, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", out, "--vocab-size", 500)
     assert code == 2 and f"--out {out} is not empty; pass --overwrite" in one_error_line(err)
     assert (out / "old.txt").exists()
+    # --overwrite replaces only a tokenizer bertcli made: the user's directory stays as it was
     code, _, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", out, "--vocab-size", 500, "--overwrite")
-    assert code == 0 and not (out / "old.txt").exists()
+    assert code == 2 and "was not made by bertcli" in one_error_line(err)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+
+
+def test_overwrite_replaces_a_tokenizer_bertcli_made(tmp_path, capsys):
+    out = tmp_path / "tok"
+    code, _, _ = bertcli_main(capsys, "tokenize", SAMPLE, "--out", out, "--vocab-size", 400)
+    assert code == 0 and Tokenizer.load(out).vocab_size == 400
+    code, _, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", out, "--vocab-size", 500, "--overwrite")
+    assert code == 0, err
     assert Tokenizer.load(out).vocab_size == 500
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_full_disk_is_one_line_and_leaves_nothing_behind(small_fs, capsys):
@@ -135,7 +147,8 @@ def test_full_disk_is_one_line_and_leaves_nothing_behind(small_fs, capsys):
 def test_out_under_a_file_is_one_line_before_any_training(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, _, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", tmp_path / "file" / "tok")
-    assert code == 2 and f"--out {tmp_path / 'file' / 'tok'}: cannot create" in one_error_line(err)
+    line = one_error_line(err)
+    assert code == 2 and f"--out {tmp_path / 'file' / 'tok'}: cannot write there" in line and "is a file" in line
 
 
 def test_missing_out_option_is_a_usage_error(tmp_path, capsys):

@@ -83,7 +83,8 @@ def tokenizers(tokenizer_dir, tmp_path_factory):
 
 def test_export_directory_holds_a_transformers_model(exported, run_dir):
     assert {p.name for p in exported.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json", "spm.model",
-                                                    "tokenizer_config.json", "special_tokens_map.json", "bertcli_export.json", "tokenizer"}
+                                                    "tokenizer_config.json", "special_tokens_map.json", "bertcli_export.json", "tokenizer",
+                                                    ".bertcli-owner.json"}  # the marker that lets --overwrite replace it
     config = json.loads((exported / "config.json").read_text())
     assert config["architectures"] == ["BertForPreTraining"] and config["model_type"] == "bert"
     assert config["vocab_size"] == 2000 and config["pad_token_id"] == 0 and config["hidden_size"] == 32
@@ -289,7 +290,7 @@ def test_export_refuses_what_it_should(cli, run_dir, exported, tmp_path):
         (["--out", exported], "is not empty; pass --overwrite"),
         (["--out", tmp_path / "x", "--dtype", "fp16"], "--dtype 'fp16' is not one of fp32, bf16"),
         (["--out", tmp_path / "x", "--tokenizer", other], "is not the tokenizer checkpoint"),
-        (["--out", run_dir.parent, "--overwrite"], "which is being exported"),
+        (["--out", run_dir.parent, "--overwrite"], "writing there would delete it"),
     ]
     for args, message in cases:
         code, _, err = cli("export", "--checkpoint", run_dir, *args)

@@ -177,9 +177,17 @@ def test_second_writer_stops_at_once_naming_the_holder(tmp_path):
         holder.stdin.close()
         holder.wait(timeout=30)
     with DirLock(out):  # released when the holder ended
+        assert (tmp_path / ".out.bertcli-lock").is_file()
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with the writer
+    with DirLock(out):  # and the lock is reusable by the same process
         pass
-    with DirLock(out):  # and reusable by the same process
-        pass
+
+
+def test_a_lock_file_left_by_a_killed_writer_is_taken_over(tmp_path):
+    (tmp_path / ".out.bertcli-lock").write_text("pid 1 on elsewhere (bertcli make-data)\n")
+    with DirLock(tmp_path / "out"):
+        assert "pid" in (tmp_path / ".out.bertcli-lock").read_text()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_read_json_bounds_and_depth(tmp_path):

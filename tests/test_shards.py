@@ -163,6 +163,18 @@ def test_check_examples_refuses_a_wrong_dtype_and_a_long_instance(tmp_path):
         check_examples(examples, tmp_path / "s", vocab_size=70000, max_seq_length=8, max_predictions=2)
 
 
+def test_check_examples_mlm_data_has_no_segment_b(tmp_path):
+    from bertcli.shards import check_examples
+
+    packed = written(tmp_path, segment_b_start=np.array([6, 5]))  # B starts at the end: all segment ids 0
+    check_examples(packed, tmp_path / "s", vocab_size=20, max_seq_length=8, max_predictions=2, paired=False)
+    with pytest.raises(DataError, match="array segment_b_start is 6 for instance 0 of 6 tokens"):
+        check_examples(packed, tmp_path / "s", vocab_size=20, max_seq_length=8, max_predictions=2)
+    with pytest.raises(DataError, match="array segment_b_start is 3 for instance 0 of 6 tokens .mlm data"):
+        check_examples(written(tmp_path), tmp_path / "s", vocab_size=20, max_seq_length=8, max_predictions=2,
+                       paired=False)
+
+
 def raw_shard(tmp_path, header: dict, data: bytes = b"") -> Path:
     head = json.dumps(header).encode()
     path = tmp_path / "raw"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, prepare_out_dir, replace_dir
+from bertcli.fsutil import DirLock, atomic_directory, check_output_dir
 from bertcli.tokenizer.base import SPECIAL_NAMES
 from bertcli.tokenizer.sampling import MAX_SENTENCE_BYTES, drop_long_sentences, sample_sentences
 
@@ -74,32 +73,16 @@ class TrainReport:
     warnings: list[str]  # what the user should know although the run succeeded
 
 
-def _refuse_out_dir_holding_inputs(out_dir: Path, files: list[Path]) -> None:
-    """Replacing --out deletes what is in it: never let that be the corpus."""
-    out = out_dir.resolve()
-    for f in files:
-        if out in Path(f).resolve().parents:
-            raise UsageError(f"--out {out_dir} holds the input {f}; writing the tokenizer there would delete it, "
-                             f"choose another directory")
-
-
 @contextmanager
-def _tokenizer_dir(out_dir: Path, overwrite: bool):
-    """A temporary directory beside --out, renamed to --out once the body has filled it."""
-    prepare_out_dir(out_dir, overwrite, "tokenizer")
-    # Made before training, so that an unwritable --out fails now rather than after the work.
-    final = out_dir.resolve()  # `--out .` has no name to put the temporary directory beside
-    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
-    try:
-        tmp.mkdir(exist_ok=True)
-    except OSError as e:
-        raise DataError(f"--out {out_dir}: cannot write in {final.parent} ({e.strerror}); choose another directory") from None
-    try:
+def _tokenizer_dir(out_dir: Path, overwrite: bool, inputs: list[Path]):
+    """A temporary directory beside --out, swapped into place once the body has filled it.
+
+    Everything about --out is checked before any work (an unwritable --out fails now, not after
+    training), and --overwrite replaces only a tokenizer bertcli made, never one of the inputs.
+    """
+    check_output_dir(out_dir, "tokenizer", overwrite=overwrite, inputs=inputs)
+    with DirLock(out_dir, "--out"), atomic_directory(out_dir, "tokenizer") as tmp:
         yield tmp
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def adopt(source: Path, out_dir: Path, lowercase: bool | None = None, words_file: Path | None = None,
@@ -111,11 +94,10 @@ def adopt(source: Path, out_dir: Path, lowercase: bool | None = None, words_file
     source = Path(source)
     if not source.exists():
         raise UsageError(f"--from {source} does not exist; give a Google vocab.txt or a Hugging Face BERT tokenizer directory")
-    # a path inside a source directory, so that --out equal to it is refused as well
-    _refuse_out_dir_holding_inputs(out_dir, [source / VOCAB_NAME if source.is_dir() else source,
-                                             *([words_file] if words_file else [])])
+    inputs = [source, *([words_file] if words_file else [])]
+    check_output_dir(out_dir, "tokenizer", overwrite=overwrite, inputs=inputs)  # before reading the source
     tok, summary = adopt_wordpiece(source, lowercase, words_file)
-    with _tokenizer_dir(out_dir, overwrite) as tmp:
+    with _tokenizer_dir(out_dir, overwrite, inputs) as tmp:
         tok.save(tmp)
     return {**summary, "vocab_size": tok.vocab_size, "lowercase": tok.options["lowercase"], "sha256": tok.sha256}
 
@@ -124,8 +106,7 @@ def train(corpus, out_dir: Path, options: TrainOptions, overwrite: bool = False)
     """Sample the corpus, train, and write a tokenizer directory atomically."""
     options.validate()
     out_dir = Path(out_dir)
-    _refuse_out_dir_holding_inputs(out_dir, corpus.files)
-    with _tokenizer_dir(out_dir, overwrite) as tmp:
+    with _tokenizer_dir(out_dir, overwrite, corpus.files) as tmp:
         start = time.perf_counter()
         sample, seen = sample_sentences(corpus.sentences(), options.input_sentence_size, options.seed)
         sampled = len(sample)

@@ -1,0 +1,40 @@
+"""Find the text of a record (jsonl, parquet, datasets) by a dotted field path."""
+
+from __future__ import annotations
+
+_MISSING = object()
+
+
+def lookup(record, path: tuple[str, ...]):
+    """The value at a dotted path (`meta.body.text`), or _MISSING if any step is absent."""
+    value = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def text_of(record, path: tuple[str, ...], where: str, counts, strict: bool, segmenter) -> list[str] | None:
+    """The record's sentences; None when it has to be skipped (counted, or an error if strict)."""
+    value = lookup(record, path)
+    field = ".".join(path)
+    if isinstance(value, str):
+        if not value.strip():
+            counts.empty_records += 1
+            return []
+        return segmenter.split_text(value)
+    reason = f"no field {field!r}" if value is _MISSING or value is None else \
+        f"field {field!r} is {type(value).__name__}, not a string"
+    if strict:
+        from bertcli.errors import DataError
+        raise DataError(f"{where}: {reason}; fix the record, pass the right --text-field, or drop --strict to skip it")
+    counts.skip(where, reason)
+    return None
+
+
+def keys_of(record) -> str:
+    """Top-level keys, for a message that says which fields there are."""
+    if isinstance(record, dict):
+        return ", ".join(map(str, list(record)[:20])) or "(none)"
+    return f"(a {type(record).__name__}, not an object)"
