@@ -288,7 +288,8 @@ def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
         if group["params"] != mine["params"]:
             raise DataError(where + f"param_groups[{i}] lists other parameters than this model has" + fix)
         for key, value in group.items():
-            ok = type(value) is type(mine[key]) or (isinstance(mine[key], (int, float)) and _is_number(value))
+            ok = type(value) is type(mine[key]) or (isinstance(mine[key], (int, float)) and not isinstance(mine[key], bool)
+                                                    and _is_number(value))
             if key == "betas":
                 ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(b) for b in value)
             elif isinstance(value, float) and not math.isfinite(value):
