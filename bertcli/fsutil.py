@@ -23,6 +23,7 @@ import shutil
 import socket
 import stat
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -168,6 +169,14 @@ def writable_problem(directory: Path) -> str | None:
         pass
     if not os.access(anchor, os.W_OK | os.X_OK):
         return f"{anchor} is not writable by this user"
+    # Permission bits do not stop root, and some file systems (/proc, some mounts) refuse anyway:
+    # the one sure test is to create a file there (and remove it again).
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe-", dir=anchor)
+    except OSError as e:
+        return f"{anchor}: {e.strerror}"
+    os.close(fd)
+    os.unlink(probe)
     return None
 
 

@@ -216,7 +216,7 @@ def test_a_corpus_of_only_long_lines_says_so(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a directory nobody can write in")
 def test_unwritable_out_fails_before_training(monkeypatch):
     monkeypatch.setattr(sentencepiece_model, "train_model", lambda *args: pytest.fail("trained before checking --out"))
-    with pytest.raises(DataError, match="--out /proc/tok: cannot write in /proc"):
+    with pytest.raises(UsageError, match="--out /proc/tok: cannot write there"):
         train(Corpus([SAMPLE]), Path("/proc/tok"), TrainOptions(vocab_size=100))
 
 
@@ -246,8 +246,14 @@ def test_non_empty_out_dir_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(UsageError, match=r"--out .*tok is not empty; pass --overwrite"):
         train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20))
     assert (out / "keep.txt").read_text() == "mine"
-    train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == sorted([MODEL_FILE, META_FILE, VOCAB_FILE])
+    # --overwrite replaces only a tokenizer bertcli made, never the user's own directory
+    with pytest.raises(UsageError, match=r"--out .*tok was not made by bertcli"):
+        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    ours = tmp_path / "ours"
+    train(small_corpus(tmp_path, "abc def\n" * 10), ours, TrainOptions(vocab_size=20))
+    train(small_corpus(tmp_path, "abc ghi\n" * 10), ours, TrainOptions(vocab_size=20), overwrite=True)
+    assert sorted(p.name for p in ours.iterdir()) == sorted([MODEL_FILE, META_FILE, VOCAB_FILE, fsutil.OWNER_FILE])
     assert leftovers(tmp_path) == []
 
 
