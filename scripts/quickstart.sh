@@ -2,7 +2,7 @@
 # The whole pipeline on sample_data/: set up .venv, then tokenize → make-data → pretrain → eval.
 # sample_data/books/ is raw text (five Project Gutenberg books cut into 195 parts, hard-wrapped,
 # CRLF), read with --input-format text: one document per file, paragraphs split into sentences.
-# Outputs go to out/ (replaced on every run). About five minutes on a 2-core laptop CPU.
+# Outputs go to out/ (replaced on every run). About eleven minutes on a 2-core laptop CPU (one of them creating .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh text
