@@ -42,11 +42,14 @@ from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
 from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
-from bertcli.runlog import MetricsWindow, ProgressBar, RunLog
+from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
 from bertcli.weights import load_pretrained, model_config
+
+
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "checkpoints", "tensorboard")  # what a run directory holds
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -192,7 +195,9 @@ class Trainer:
                 what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
                 raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
                                  "replace a run bertcli made, or set out_dir elsewhere")
-            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir")
+            # only what a run writes is ever deleted: a file the user put there stops --overwrite
+            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir",
+                             allowed_entries=RUN_ENTRIES)
             if entries:  # validated, owned, and --overwrite: only now is the old run deleted
                 for entry in entries:
                     if entry.is_dir() and not entry.is_symlink():

@@ -277,6 +277,18 @@ def test_overwrite_replaces_only_a_run_bertcli_made(data_dir, tmp_path):
     assert files_of(mine) == before
 
 
+def test_overwrite_keeps_a_run_that_holds_a_file_the_user_added(data_dir, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=2"), show_progress=False)
+    (run / "notes.txt").write_text("mine")
+    before = files_of(run)
+    with pytest.raises(UsageError, match="also holds 'notes.txt', which bertcli did not write"):
+        pretrain(tiny_config(data_dir, run, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert files_of(run) == before
+    (run / "notes.txt").unlink()
+    pretrain(tiny_config(data_dir, run, "train.max_steps=2"), overwrite=True, show_progress=False)  # ours alone: replaced
+
+
 def test_overwrite_validates_everything_before_deleting(data_dir, trained_run, tmp_path):
     import shutil
     run = tmp_path / "run"
