@@ -1,6 +1,8 @@
-"""Find the text of a record (jsonl, parquet, datasets) by a dotted field path."""
+"""Find the text of a record (jsonl, parquet, datasets) by a dotted field path, and turn it into documents."""
 
 from __future__ import annotations
+
+from bertcli.readers.base import emit
 
 _MISSING = object()
 
@@ -38,3 +40,16 @@ def keys_of(record) -> str:
     if isinstance(record, dict):
         return ", ".join(map(str, list(record)[:20])) or "(none)"
     return f"(a {type(record).__name__}, not an object)"
+
+
+def record_documents(record, path: tuple[str, ...], where: str, counts, ctx, builder) -> list[list[str]] | None:
+    """The documents one record (a JSON object, a Parquet or dataset row) closes: its text split into
+    sentences and added to `builder`; None when the record has no usable text (counted by text_of).
+    One record's documents are few and bounded by the record cap, so they are returned as a list."""
+    sentences = text_of(record, path, where, counts, ctx.strict, ctx.segmenter)
+    if sentences is None:
+        return None
+    documents = list(emit(builder, sentences))
+    if (doc := builder.finish()) is not None:
+        documents.append(doc)
+    return documents

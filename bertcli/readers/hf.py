@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from bertcli.errors import UsageError
-from bertcli.readers.base import MAX_RECORD_BYTES, DocumentBuilder, emit
-from bertcli.readers.fields import keys_of, text_of
+from bertcli.readers.base import MAX_RECORD_BYTES, DocumentBuilder
+from bertcli.readers.fields import keys_of, record_documents
 
 SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 BATCH_ROWS = 1024
@@ -83,13 +83,11 @@ def documents(options, ctx) -> Iterator[list[str]]:
             if isinstance(value, str) and len(value) > MAX_RECORD_BYTES:
                 counts.skip(where, f"a text longer than {MAX_RECORD_BYTES // 2**20} MiB")
                 continue
-            sentences = text_of({field_path[0]: value}, field_path, where, counts, ctx.strict, ctx.segmenter)
-            if sentences is None:
+            documents = record_documents({field_path[0]: value}, field_path, where, counts, ctx, builder)
+            if documents is None:
                 continue
             found += 1
-            yield from emit(builder, sentences)
-            if (doc := builder.finish()) is not None:
-                yield doc
+            yield from documents
     if counts.records and not found:
         raise UsageError(f"{describe(options)}: no row has the field {options.text_field!r}; its columns are "
                          f"{first_keys or keys_of(None)}: pass --text-field")

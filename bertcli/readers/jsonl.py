@@ -11,8 +11,8 @@ import json
 from typing import Iterator
 
 from bertcli.errors import DataError, UsageError
-from bertcli.readers.base import DocumentBuilder, emit
-from bertcli.readers.fields import keys_of, text_of
+from bertcli.readers.base import DocumentBuilder
+from bertcli.readers.fields import keys_of, record_documents
 from bertcli.readers.streams import read_lines
 
 
@@ -40,13 +40,11 @@ def documents(path, ctx) -> Iterator[list[str]]:
             continue
         if first_keys is None:
             first_keys = keys_of(record)
-        sentences = text_of(record, field_path, where, counts, ctx.strict, ctx.segmenter)
-        if sentences is None:
+        documents = record_documents(record, field_path, where, counts, ctx, builder)
+        if documents is None:
             continue
         found += 1
-        yield from emit(builder, sentences)
-        if (doc := builder.finish()) is not None:
-            yield doc
+        yield from documents
     if counts.records and not found and first_keys is not None:
         raise UsageError(f"{path}: no record has the field {options.text_field!r}; the first record's keys are "
                          f"{first_keys}: pass --text-field (dotted for nested keys, e.g. meta.text)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from bertcli.errors import DataError, UsageError
-from bertcli.readers.base import MAX_RECORD_BYTES, DocumentBuilder, emit
-from bertcli.readers.fields import text_of
+from bertcli.readers.base import MAX_RECORD_BYTES, DocumentBuilder
+from bertcli.readers.fields import record_documents
 
 SLICE_ROWS = 1024
 
@@ -54,13 +54,11 @@ def documents(path, ctx) -> Iterator[list[str]]:
                 if isinstance(value, str) and len(value) > MAX_RECORD_BYTES:
                     counts.skip(where, f"a text longer than {MAX_RECORD_BYTES // 2**20} MiB")
                     continue
-                sentences = text_of({field_path[0]: value}, field_path, where, counts, ctx.strict, ctx.segmenter)
-                if sentences is None:
+                documents = record_documents({field_path[0]: value}, field_path, where, counts, ctx, builder)
+                if documents is None:
                     continue
                 found += 1
-                yield from emit(builder, sentences)
-                if (doc := builder.finish()) is not None:
-                    yield doc
+                yield from documents
         del table
         ctx.progress.bytes_done = ctx.done_before + size * (group + 1) // parquet.num_row_groups
     if counts.records and not found:
