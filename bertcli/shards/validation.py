@@ -167,7 +167,7 @@ class ManifestCheck:
         self.get(opts, "max_predictions", "options", int, 1, max_seq_length - 3)
         self.get(opts, "masked_lm_prob", "options", float, 1e-9, 1 - 1e-9)
         self.get(opts, "whole_word_mask", "options", bool)
-        self.get(opts, "objective", "options", str, required=False)  # absent: nsp (see objectives.py)
+        self.get(opts, "objective", "options", str, required=False)  # absent: nsp (see bertcli/objectives/)
         if opts.get("short_seq_prob") is not None:  # null for mlm, which has no short sequences
             self.get(opts, "short_seq_prob", "options", float, 0, 1, required=False)
         self.get(opts, "mask_replace_prob", "options", float, 0, 1, required=False)
