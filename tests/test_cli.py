@@ -35,12 +35,24 @@ def test_dash_h_is_help_everywhere(cli, command):
     assert help_text(cli) and "Usage: bertcli" in help_text(cli)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_flags_show_no_value_placeholder(cli, command, monkeypatch):
+    """No flag reads as if it took a value: not bertcli's, nor --help and --version."""
     monkeypatch.setenv("COLUMNS", "200")
-    for line in help_text(cli, command).splitlines():
-        if "<bool>" in line:
-            assert "--help" in line, line  # typer's own help option; every bertcli flag takes no value
+    text = help_text(cli, *([command] if command else []))
+    assert "--help" in text and "<bool>" not in text
+    if command is None:
+        assert "--version" in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_names_every_objective_where_it_names_a_sentence_task(cli, command, monkeypatch):
+    """Three objectives (nsp, sop, mlm): a help text never speaks as if next-sentence were the only one."""
+    monkeypatch.setenv("COLUMNS", "250")
+    text = " ".join(help_text(cli, command).split())
+    assert "masked LM + next sentence" not in text and "the NSP label" not in text
+    if re.search(r"next.sentence", text, re.I):
+        assert "sop" in text or "sentence-order" in text, f"{command} --help speaks of next-sentence only"
 
 
 def test_on_off_flags_have_a_negative_form(cli, monkeypatch):
