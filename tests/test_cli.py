@@ -1,4 +1,4 @@
-"""The command line itself: -h, flags, choices, precision spellings, and README ↔ --help agreement."""
+"""The command line itself: -h, flags, choices, precision spellings, and docs/commands.md ↔ --help agreement."""
 
 from __future__ import annotations
 
@@ -111,9 +111,9 @@ def test_set_is_repeated_once_per_key(cli, tmp_path):
     assert "[--set key=value ...]" not in readme and "[--set key=value]..." in readme
 
 
-def readme_sections() -> dict[str, str]:
-    """The README's text about each command: its `### \\`bertcli CMD ...\\`` section."""
-    readme = (REPO / "README.md").read_text()
+def command_sections() -> dict[str, str]:
+    """docs/commands.md's text about each command: its `### \\`bertcli CMD ...\\`` section."""
+    readme = (REPO / "docs" / "commands.md").read_text()
     sections = {}
     for match in re.finditer(r"^### `bertcli ([a-z-]+)[^\n]*\n(.*?)(?=^#{2,3} )", readme, re.S | re.M):
         sections[match.group(1)] = match.group(0)
@@ -121,13 +121,13 @@ def readme_sections() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_options_match_help(cli, command, monkeypatch):
+def test_documented_options_match_help(cli, command, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
-    section = readme_sections()[command]
+    section = command_sections()[command]
     in_help = options_in(help_text(cli, command)) - {"--help"}
-    in_readme = options_in(section, command)
-    assert in_readme - in_help == set(), f"README mentions options that {command} --help lacks"
-    assert in_help - in_readme == set(), f"README's {command} section does not mention these options"
+    in_docs = options_in(section, command)
+    assert in_docs - in_help == set(), f"docs/commands.md mentions options that {command} --help lacks"
+    assert in_help - in_docs == set(), f"docs/commands.md's {command} section does not mention these options"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
