@@ -322,6 +322,48 @@ def predict(
         print_predictions(results)
 
 
+@app.command(no_args_is_help=True)
+def finetune(
+    model: Path = typer.Option(..., "--model", "-m", help="A bertcli checkpoint or run directory, a bertcli export, or a Hugging Face BERT directory.", show_default=False),
+    train: Path = typer.Option(..., "--train", help="Training split: .csv, .tsv, .jsonl, .parquet or a Hugging Face save_to_disk directory.", rich_help_panel=DATA_PANEL, show_default=False),
+    validation: Path = typer.Option(..., "--validation", help="Validation split (evaluated after every epoch), in any of the same formats.", rich_help_panel=DATA_PANEL, show_default=False),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test split to predict (labels not needed); written to test_predictions.tsv.", rich_help_panel=DATA_PANEL, show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write results.json, metrics.jsonl, predictions and model/ to.", show_default=False),
+    text_field: str = typer.Option("text", "--text-field", help="Column with the text (a column index for headerless CSV/TSV).", rich_help_panel=DATA_PANEL),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column with the second text of a pair, if any.", rich_help_panel=DATA_PANEL, show_default=False),
+    label_field: str = typer.Option("label", "--label-field", help="Column with the label.", rich_help_panel=DATA_PANEL),
+    task_type: str = typer.Option("classification", "--task-type", metavar="<classification|regression>", help="classification (labels: strings or integers) or regression (a number).", rich_help_panel=DATA_PANEL),
+    task_name: Optional[str] = typer.Option(None, "--task-name", help="Name of the task in results.json \\[default: the --train file's name, or its directory's for train.*].", rich_help_panel=DATA_PANEL, show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (see configs/finetune.yaml) \\[default: its values].", rich_help_panel=RUN_PANEL, show_default=False),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.learning_rate=3e-5; repeat --set for each key.", rich_help_panel=RUN_PANEL),
+    seeds: int = typer.Option(1, "--seeds", help="Runs with seeds seed, seed+1, …; the median over them is reported.", rich_help_panel=RUN_PANEL),
+    init: str = typer.Option("pretrained", "--init", metavar="<pretrained|random>", help="random: the same shape from a random initialisation, the baseline that shows what pretraining gained.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory (only one bertcli finetune wrote).", rich_help_panel=RUN_PANEL),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print results.json as one JSON object on stdout."),
+) -> None:
+    """Fine-tune a classifier (or regressor) on labelled text and report validation metrics: the median over --seeds."""
+    import json
+
+    from bertcli.finetune.config import load_finetune_config
+    from bertcli.finetune.data import Fields
+    from bertcli.finetune.run import FinetuneOptions, finetune as run_finetune, print_results
+    from bertcli.runtime import resolve_device
+
+    cfg = load_finetune_config(config, set_)
+    options = FinetuneOptions(model=model, train=train, validation=validation, test=test, out=out,
+                              fields=Fields(text_field, text_pair_field, label_field), task_type=task_type,
+                              task_name=task_name, seeds=seeds, init=init, overwrite=overwrite)
+    options.check()
+    if cfg.system.cpu_threads:
+        import torch
+        torch.set_num_threads(cfg.system.cpu_threads)
+    with terminate_like_ctrl_c():
+        results = run_finetune(options, cfg, resolve_device(cfg.system.device))
+    print_results(results)
+    if json_out:
+        typer.echo(json.dumps(results))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and turn expected failures into one line and an exit code.
 
