@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, atomic_directory, read_json, sha256_file, write_json_atomic
-from bertcli.limits import MAX_COUNT, SHA256, is_int
+from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.model import BertConfig, BertForPreTraining, config_problems
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -146,7 +146,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def state_problems(state: dict) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Literal, Optional, Union
 import yaml
 
 from bertcli.errors import UsageError
-from bertcli.limits import MASKED_LM_PROB_RANGE
+from bertcli.limits import MASKED_LM_PROB_RANGE, is_int, is_number
 from bertcli.model import DATA_FIELDS, BertConfig, config_problems
 
 # YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
@@ -140,9 +140,9 @@ def _type_ok(value, hint) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     if origin is Literal:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 
-COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict"]
+COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune"]
 
 
 def help_text(cli, *command: str) -> str:
@@ -112,11 +112,12 @@ def test_set_is_repeated_once_per_key(cli, tmp_path):
 
 
 def command_sections() -> dict[str, str]:
-    """docs/commands.md's text about each command: its `### \\`bertcli CMD ...\\`` section."""
-    readme = (REPO / "docs" / "commands.md").read_text()
+    """Each command's reference: its `### \\`bertcli CMD ...\\`` section in docs/commands.md or, for a
+    command with a page of its own (finetune), in that page."""
     sections = {}
-    for match in re.finditer(r"^### `bertcli ([a-z-]+)[^\n]*\n(.*?)(?=^#{2,3} )", readme, re.S | re.M):
-        sections[match.group(1)] = match.group(0)
+    for page in [REPO / "docs" / "commands.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for match in re.finditer(r"^### `bertcli ([a-z-]+)[^\n]*\n(.*?)(?=^#{2,3} |\Z)", page.read_text(), re.S | re.M):
+            sections.setdefault(match.group(1), match.group(0))
     return sections
 
 
