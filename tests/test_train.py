@@ -147,6 +147,7 @@ def test_bad_data_inputs(data_dir, tmp_path):
         pretrain(tiny_config(data_dir, tmp_path / "r3", "model.max_position_embeddings=32"), show_progress=False)
 
 
+@pytest.mark.slow  # bertcli subprocesses
 def test_cli_errors_are_one_line(data_dir, tmp_path):
     missing = run_cli("pretrain", "--config", tmp_path / "none.yaml")
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
