@@ -3,7 +3,9 @@
 `bertcli export` writes, atomically (a temporary directory renamed into place):
 
     config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]` (nsp and sop:
-                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm)
+                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm); a
+                            modernbert checkpoint: ModernBertConfig fields, `["ModernBertForMaskedLM"]`,
+                            and a tokenizer_config.json without token_type_ids among the inputs
     model.safetensors       the checkpoint's weights: bertcli's keys already are HF's (the decoder is
                             tied to the word embeddings and not stored), float32 or bfloat16; an mlm
                             model has no pooler and no two-way head, exactly BertForMaskedLM's keys

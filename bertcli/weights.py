@@ -14,6 +14,11 @@ A *published directory* is one with `config.json` (Hugging Face's layout: `model
 (`model_config`), and the data's tokenizer must be the directory's: same vocabulary (words put
 into [unused…] slots by `tokenize --add-words` aside) and special ids. Anything else is a
 one-line error before any training step.
+
+A transformers ModernBERT directory (`model_type: modernbert`) is read the same way by the
+functions at the end of this file: its config.json (both the layer_types/rope_parameters of
+transformers >= 5 and the older global_attn_every_n_layers/*_rope_theta keys) gives a
+modernbert.ModernBertConfig, and its tokenizer.json, vocabulary and special ids must be the data's.
 """
 
 from __future__ import annotations

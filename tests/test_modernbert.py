@@ -278,3 +278,19 @@ def test_adopted_tokenizer_reads_specials_from_files_and_text_stays_text(tmp_pat
     with pytest.raises(UsageError, match="lacks the mask"):
         adopt(published, tmp_path / "tok3")
     assert not (tmp_path / "tok3").exists()
+
+
+def test_shipped_config_has_modernbert_base_shape():
+    """configs/modernbert-base.yaml's model is transformers' ModernBertConfig() default, ModernBERT-base."""
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "modernbert-base.yaml")
+    base = transformers.ModernBertConfig()
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "hidden_activation",
+                "max_position_embeddings", "norm_eps", "norm_bias", "local_attention", "attention_bias", "mlp_bias",
+                "decoder_bias", "classifier_bias", "classifier_activation"):
+        assert getattr(config.model, key) == getattr(base, key), key
+    layers = ModernBertConfig(vocab_size=8, **{k: v for k, v in vars(config.model).items() if k != "architecture"})
+    assert layers.resolved_layer_types() == base.layer_types
+    assert (config.model.global_rope_theta, config.model.local_rope_theta) == (
+        base.rope_parameters["full_attention"]["rope_theta"], base.rope_parameters["sliding_attention"]["rope_theta"])
