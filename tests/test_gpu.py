@@ -25,6 +25,8 @@ from bertcli.runtime import make_runtime
 from bertcli.train import Trainer, pretrain
 from conftest import TINY_MODEL, run_cli, tiny_config, tiny_overrides
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "botchan.txt"
+
 DEVICE = os.environ.get("BERTCLI_GPU_TIER_DEVICE", "cuda")
 ON_CUDA = DEVICE == "cuda"
 pytestmark = [
@@ -202,3 +204,20 @@ def test_torchrun_one_process_per_gpu(data_dir, tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3), k
     assert losses(tmp_path / "all") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+
+
+def test_finetune_on_the_device(device_run, tmp_path):
+    """bertcli finetune on the device: it runs, writes results.json, and its validation accuracy is a number."""
+    lines = [line.strip().replace("\t", " ") for line in SAMPLE.read_text(encoding="utf-8").splitlines()
+             if len(line.split()) > 3][:64]
+    rows = ["sentence\tlabel", *(f"{t}\t{'question' if '?' in t else 'statement'}" for t in lines)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows[:49]) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join([rows[0], *rows[49:]]) + "\n", encoding="utf-8")
+    run_cli("finetune", "--model", device_run, "--train", tmp_path / "train.tsv", "--validation", tmp_path / "dev.tsv",
+            "--text-field", "sentence", "--out", tmp_path / "ft", "--set", "train.epochs=1",
+            "--set", "train.batch_size=8", "--set", "data.max_seq_length=48", "--set", f"system.device={DEVICE}",
+            check=True)
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert results["command"] == "finetune"
+    [(task, metrics)] = results["tasks"].items()
+    assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "accuracy" in k), metrics
