@@ -299,11 +299,11 @@ def predict(
 
 @app.command(no_args_is_help=True)
 def glue(
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to fine-tune: a bertcli run or checkpoint directory, an export, or a Hugging Face BERT directory.", show_default=False),
-    data: Optional[Path] = typer.Option(None, "--data", help="GLUE as its download script writes it (CoLA/ SST-2/ … MNLI/ diagnostic/), or Hugging Face's glue (cola/ sst2/ … ax/: save_to_disk or Parquet).", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for results.json, submission/ and each run's output.", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to fine-tune (required): a bertcli run or checkpoint directory, an export, or a Hugging Face BERT directory.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="GLUE as its download script writes it (CoLA/ SST-2/ … MNLI/ diagnostic/), or Hugging Face's glue (cola/ sst2/ … ax/: save_to_disk or Parquet) (required).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for results.json, submission/ and each run's output (required).", show_default=False),
     tasks: Optional[str] = typer.Option(None, "--tasks", metavar="TASK,...", help="Some of cola sst2 mrpc stsb qqp mnli qnli rte wnli, comma-separated \\[default: all; with --quick: sst2,rte].", show_default=False),
-    seeds: int = typer.Option(1, "--seeds", help="Fine-tuning runs per task, seeds 0..N-1; the table and results.json give the median."),
+    seeds: int = typer.Option(1, "--seeds", help="Fine-tuning runs per task (seeds: the finetune config's seed, 42, then 43, …); the table and results.json give the median."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A per-task recipe YAML (start from --print-recipe) \\[default: the built-in one, MosaicBERT's].", show_default=False),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a finetune config key for every task, e.g. --set train.epochs=2; repeat --set for each key."),
     from_mnli: bool = typer.Option(False, "--from-mnli", metavar=FLAG, help="Start RTE, MRPC and STS-B from the MNLI fine-tuned model, as MosaicBERT and ModernBERT do (needs mnli in --tasks)."),

@@ -170,6 +170,18 @@ def test_from_mnli_starts_rte_from_the_mnli_model(tmp_path):
         run_glue(GlueOptions(model=tmp_path / "bert", data=GLUE, out=tmp_path / "o2", tasks=["rte"], from_mnli=True), record)
 
 
+def test_interrupted_run_leaves_nothing(tmp_path):
+    class Interrupted(Majority):
+        def __call__(self, job):
+            if job.task.name == "rte":
+                raise KeyboardInterrupt
+            return super().__call__(job)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_glue(GlueOptions(model=tmp_path / "bert", data=GLUE, out=tmp_path / "out", tasks=["sst2,rte"]), Interrupted())
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary directory, no lock
+
+
 def test_recipe_precedence_and_shipped_copy():
     overrides = task_overrides(RECIPE, "rte", quick=True, sets=["train.epochs=7"])
     assert "train.learning_rate=1.0e-05" in overrides and overrides.index("train.epochs=1") < overrides.index("train.epochs=7")
@@ -268,3 +280,33 @@ def test_a_model_bertcli_cannot_load_writes_nothing(cli, tmp_path):
     code, _, err = cli("glue", "--model", tmp_path / "missing", "--data", GLUE, "--out", tmp_path / "out",
                        "--tasks", "rte")
     assert code == 2 and "--model" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# --- docs ------------------------------------------------------------------------------------
+
+DOCS = REPO / "docs" / "glue.md"
+
+
+def _glue_section() -> str:
+    text = DOCS.read_text()
+    start = text.index("## GLUE: `bertcli glue`")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_help_and_docs_name_the_same_options(cli, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = cli("glue", "--help")
+    in_help = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", out)) - {"--help"}
+    in_docs = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", _glue_section()))
+    assert in_help == in_docs
+
+
+def test_docs_recipe_table_is_the_recipe():
+    rows = [line.strip("|").split("|") for line in _glue_section().splitlines() if line.startswith("| ") and
+            line.split("|")[1].strip() in TASKS and len(line.split("|")) == 7]
+    table = {cells[0].strip(): [float(c) for c in cells[1:]] for cells in rows}
+    assert table == {name: [s["train.learning_rate"], s["train.epochs"], s["train.batch_size"], s["train.weight_decay"]]
+                     for name, s in RECIPE["tasks"].items()}
