@@ -33,7 +33,7 @@ SUBMISSION_FILES = {"CoLA.tsv": 3, "SST-2.tsv": 3, "MRPC.tsv": 2, "STS-B.tsv": 3
 class Majority:
     """Predict the most frequent training label (the mean training score for STS-B) everywhere."""
 
-    def check(self, model):
+    def check(self, model, configs):
         pass
 
     def __call__(self, job):
@@ -310,3 +310,9 @@ def test_docs_recipe_table_is_the_recipe():
     table = {cells[0].strip(): [float(c) for c in cells[1:]] for cells in rows}
     assert table == {name: [s["train.learning_rate"], s["train.epochs"], s["train.batch_size"], s["train.weight_decay"]]
                      for name, s in RECIPE["tasks"].items()}
+
+
+def test_sequences_longer_than_the_model_are_refused_before_writing(cli, trained_run, tmp_path):
+    code, _, err = cli("glue", "--model", trained_run, "--data", GLUE, "--out", tmp_path / "out", "--tasks", "rte")
+    assert code == 2 and "data.max_seq_length 128 is more than the 64 positions" in err and "--set data.max_seq_length=64" in err
+    assert not (tmp_path / "out").exists()

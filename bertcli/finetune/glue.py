@@ -63,8 +63,8 @@ class FineTuneJob:
 class FineTuner(Protocol):
     """What runs the fine-tuning: the core's (`CoreFineTuner`), or a baseline in the tests."""
 
-    def check(self, model: Path) -> None:
-        """Raise UsageError if `model` cannot be fine-tuned; called before anything is written."""
+    def check(self, model: Path, configs: list) -> None:
+        """Raise UsageError if `model` cannot be fine-tuned with these configs; called before anything is written."""
 
     def __call__(self, job: FineTuneJob) -> dict[str, list]:
         """Predictions for every validation and test split of `job.data`, by split name: class ids
@@ -86,16 +86,9 @@ def run_glue(options: GlueOptions, fine_tune: FineTuner, log: Log = lambda line:
     if options.from_mnli and "mnli" not in names:
         raise UsageError("--from-mnli starts RTE, MRPC and STS-B from the MNLI model: add mnli to --tasks")
     order = (["mnli"] if chained else []) + [t for t in names if not (chained and t == "mnli")]
-    data, configs = {}, {}
-    for name in order:  # every task is read and checked before anything is written
-        task_data = read_task(TASKS[name], options.data)
-        if options.quick:
-            quick = recipe["quick"]
-            task_data = task_data.sample(quick["max_train_examples"], quick["max_eval_examples"])
-        data[name] = task_data
-        configs[name] = load_finetune_config(None, task_overrides(recipe, name, options.quick, options.sets))
+    data, configs = _read_tasks(options, recipe, order)  # everything is read and checked before anything is written
     check_output_dir(options.out, "glue", overwrite=options.overwrite, inputs=[options.model, options.data])
-    fine_tune.check(Path(options.model))
+    fine_tune.check(Path(options.model), list(configs.values()))
     for name in order:
         log(_read_line(data[name]))
     with DirLock(options.out, "--out"), atomic_directory(options.out, "glue") as tmp:
@@ -130,6 +123,18 @@ def run_glue(options: GlueOptions, fine_tune: FineTuner, log: Log = lambda line:
         results = summarise(options, names, runs, submission)
         write_json_atomic(tmp / RESULTS_FILE, results)
     return results
+
+
+def _read_tasks(options: GlueOptions, recipe: dict, order: list[str]) -> tuple[dict, dict]:
+    """Each task's data (sampled under --quick) and its resolved finetune config."""
+    data, configs = {}, {}
+    for name in order:
+        task_data = read_task(TASKS[name], options.data)
+        if options.quick:
+            task_data = task_data.sample(recipe["quick"]["max_train_examples"], recipe["quick"]["max_eval_examples"])
+        data[name] = task_data
+        configs[name] = load_finetune_config(None, task_overrides(recipe, name, options.quick, options.sets))
+    return data, configs
 
 
 def _read_line(d: TaskData) -> str:
@@ -270,8 +275,12 @@ class CoreFineTuner:
                 self.log(note)
         return self.models[path]
 
-    def check(self, model: Path) -> None:
-        self._model(Path(model))
+    def check(self, model: Path, configs: list) -> None:
+        positions = self._model(Path(model)).config.max_position_embeddings
+        longest = max(c.data.max_seq_length for c in configs)
+        if longest > positions:
+            raise UsageError(f"data.max_seq_length {longest} is more than the {positions} positions of --model {model}; "
+                             f"pass --set data.max_seq_length={positions}")
 
     def __call__(self, job: FineTuneJob) -> dict[str, list]:
         import json
@@ -291,8 +300,15 @@ class CoreFineTuner:
             return [Example(e.text, e.text_pair, e.label) for examples in splits.values() for e in examples]
 
         records = []
+
+        def progress(record: dict) -> None:
+            records.append(record)
+            shown = "  ".join(f"{k.split('/')[1]} {100 * v:.1f}" for k, v in record.items() if k.startswith("validation/"))
+            self.log(f"  {task.name} seed {config.seed} epoch {record['epoch']}/{config.train.epochs}: "
+                     f"train_loss {record['train_loss']:.4f}  {shown}")
+
         run = finetune_one(spec, core({"train": data.train}), core(data.validation), core(data.test) or None,
-                           task_type, ids, config, device=resolve_device(config.system.device), log=records.append)
+                           task_type, ids, config, device=resolve_device(config.system.device), log=progress)
         write_bytes_atomic(job.work_dir / "config.yaml", config.to_yaml().encode())
         write_bytes_atomic(job.work_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
         write_json_atomic(job.work_dir / "run.json", {k: v for k, v in run.results.items() if k != "epochs"})
