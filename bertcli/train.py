@@ -41,7 +41,8 @@ from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
-from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
+from bertcli.architectures import build_model, name_of
+from bertcli.model import flops_per_token, parameter_count
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
@@ -65,10 +66,10 @@ def get_lr(step: int, t: TrainConfig) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm (Google's exclusion list)."""
+    """No weight decay on biases and LayerNorm (Google's exclusion list; ModernBERT's norms have other names)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or p.ndim < 2 else decay).append(p)  # (ndim: any norm)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -125,10 +126,13 @@ class Trainer:
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
         self.remask = dynamic_masking(self.data, c.data, self.tokenizer)
         self.objective = self.data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
+        if self.objective.has_sentence_task and name_of(self.model_config) == "modernbert":
+            raise UsageError(f"model.architecture modernbert trains masked-LM only (ModernBERT has no sentence head), "
+                             f"but data.dir holds {self.objective.name} data; make it with `make-data --objective mlm`")
         ckpt = self._checkpoint_to_resume(resume)
 
         torch.manual_seed(c.seed)
-        self.model = BertForPreTraining(self.model_config, speed_settings(s), self.objective.has_sentence_task)
+        self.model = build_model(self.model_config, speed_settings(s), self.objective.has_sentence_task)
         state = None
         if ckpt is not None:
             state = read_state(ckpt)
