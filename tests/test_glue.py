@@ -284,7 +284,7 @@ def test_a_model_bertcli_cannot_load_writes_nothing(cli, tmp_path):
 
 # --- docs ------------------------------------------------------------------------------------
 
-DOCS = REPO / "docs" / "glue.md"
+DOCS = REPO / "docs" / "finetune.md"
 
 
 def _glue_section() -> str:

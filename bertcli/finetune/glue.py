@@ -292,6 +292,10 @@ class CoreFineTuner:
         from bertcli.runtime import resolve_device
 
         task, data, config = job.task, job.data, job.config
+        if config.system.cpu_threads:
+            import torch
+
+            torch.set_num_threads(config.system.cpu_threads)
         spec = self._model(Path(job.model))
         task_type = "regression" if task.regression else "classification"
         ids = None if task.regression else list(range(len(task.labels)))
