@@ -91,7 +91,7 @@ def tokenize(
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from or --dataset.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
-    model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
+    model_type: str = typer.Option("unigram", metavar="<bpe|unigram|wordpiece>", help="unigram (the default: as fast to encode as any, see docs/performance.md) or bpe (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
     lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase", metavar=FLAG, help="Case-fold text (an uncased model) or not \\[default: no; with --from: what the tokenizer says].", rich_help_panel=SWITCHES_PANEL, show_default=False),
     from_: Optional[Path] = typer.Option(None, "--from", help="Adopt a published BERT tokenizer instead of training: a Google vocab.txt or a Hugging Face BERT tokenizer directory.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
     add_words: Optional[Path] = typer.Option(None, "--add-words", help="With --from: put these words (one per line) into the vocabulary's \\[unused] slots.", rich_help_panel=TOKENIZER_PANEL, show_default=False),

@@ -308,9 +308,11 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, stop_now, time_up = self._reduce_counts([
+                masked, tokens, stop_now, time_up, diverged = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
-                    float(stop.requested), float(time_up)])
+                    float(stop.requested), float(time_up), float(self.guard.known())])
+                if diverged:  # some rank has seen a bad step: every rank stops here, at the same step
+                    self.guard.check()
                 if stop_now:
                     self._stop(stop.signum)
                 if time_up:
@@ -318,7 +320,6 @@ class Trainer:
                         console.print(f"train.max_time {t.max_time} reached at step {self.step}")
                     break
                 self.train_step(micro_batches, int(masked), int(tokens))
-                self.guard.poll()
                 self._after_step()
         return self._finish()
 
@@ -385,6 +386,7 @@ class Trainer:
 
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
+        self.guard.check()  # on every rank, before rank 0 evaluates: never evaluate past a step that went bad
         metrics = None
         if rt.is_main and len(self.validation):
             metrics = evaluate(self.model, eval_batches(self.validation, t.micro_batch_size, s.eval_batches),

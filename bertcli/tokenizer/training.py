@@ -29,7 +29,7 @@ MIN_CHARACTER_COVERAGE = 0.98  # SentencePiece refuses lower values
 @dataclass
 class TrainOptions:
     vocab_size: int = 30522
-    model_type: str = "bpe"
+    model_type: str = "unigram"  # ~3x faster to encode than bpe at the same quality (docs/performance.md)
     lowercase: bool = False
     character_coverage: float = 0.9999
     byte_fallback: bool = False
