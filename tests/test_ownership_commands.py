@@ -1,0 +1,148 @@
+"""Every command that writes a directory deletes only what bertcli wrote there (issue 22, §1-3).
+
+For each command, a user's file is put at each depth of an output it made; `--overwrite` then
+stops with one line naming the file (exit 2) and the file, and the output, stay as they were.
+An export's README.md model card is the exception: it is kept through the replacement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from bertcli.errors import UsageError
+from bertcli.fsutil import TOKEN, DirLock, read_owner
+from bertcli.train import pretrain
+from conftest import SAMPLE, tiny_config
+
+
+def files_of(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def plant(out, where: str) -> None:
+    path = out / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("the user's own")
+
+
+def assert_refused(code: int, err: str, out, where: str, before: dict) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    named = re.search(r"holds '([^']*)', which bertcli did not write", lines[0]).group(1)
+    assert where.startswith(named)
+    assert files_of(out) == before  # nothing was deleted, the user's file included
+
+
+@pytest.fixture(scope="module")
+def tokenizer_out(tmp_path_factory):
+    from bertcli.corpus import Corpus
+    from bertcli.tokenizer import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("own-tok") / "tok"
+    train(Corpus([SAMPLE]), out, TrainOptions(vocab_size=400, threads=1, seed=7))
+    return out
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "sub/notes.txt", ".tmp-anything"])
+@pytest.mark.parametrize("from_inside", [False, True])
+def test_tokenize_overwrite_keeps_a_users_file(cli, tokenizer_out, tmp_path, monkeypatch, where, from_inside):
+    out = tmp_path / "tok"
+    shutil.copytree(tokenizer_out, out)
+    plant(out, where)
+    before = files_of(out)
+    if from_inside:
+        monkeypatch.chdir(out)  # `--out .` from inside the directory
+    code, _, err = cli("tokenize", SAMPLE, "--out", "." if from_inside else out, "--vocab-size", 400,
+                       "--threads", 1, "--overwrite")
+    assert_refused(code, err, out, where, before)
+
+
+@pytest.fixture(scope="module")
+def run_out(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("own-run") / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def export_out(run_out, tmp_path_factory):
+    from bertcli.export import export
+
+    out = tmp_path_factory.mktemp("own-export") / "export"
+    export(run_out, out)
+    return out
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "sub/notes.txt", "config.json.orig"])
+def test_export_overwrite_keeps_a_users_file(cli, run_out, export_out, tmp_path, where):
+    out = tmp_path / "export"
+    shutil.copytree(export_out, out)
+    plant(out, where)
+    before = files_of(out)
+    code, _, err = cli("export", "--checkpoint", run_out, "--out", out, "--overwrite")
+    assert_refused(code, err, out, where, before)
+
+
+def test_export_overwrite_keeps_the_model_card(cli, run_out, export_out, tmp_path):
+    out = tmp_path / "export"
+    shutil.copytree(export_out, out)
+    (out / "README.md").write_text("---\nlicense: apache-2.0\n---\n# my model\n")
+    code, _, err = cli("export", "--checkpoint", run_out, "--out", out, "--overwrite", "--dtype", "bfloat16")
+    assert code == 0, err
+    assert (out / "README.md").read_text().endswith("# my model\n")
+    assert '"bfloat16"' in (out / "config.json").read_text()  # the rest was replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "checkpoints/step-0000003/user.txt", "checkpoints/notes.txt",
+                                   "tensorboard/mine.txt", "checkpoints/step-0000003/tokenizer/x.txt", "export"])
+def test_pretrain_overwrite_keeps_a_users_file(data_dir, run_out, export_out, tmp_path, where):
+    run = tmp_path / "run"
+    shutil.copytree(run_out, run)
+    if where == "export":  # a whole export the user put into the run directory (a bertcli marker of its own)
+        shutil.copytree(export_out, run / "export")
+    else:
+        plant(run, where)
+    before = files_of(run)
+    with pytest.raises(UsageError) as e:
+        pretrain(tiny_config(data_dir, run, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert_refused(2, str(e.value), run, where, before)
+
+
+def test_pretrain_overwrite_replaces_its_own_run(data_dir, run_out, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_out, run)
+    (run / "checkpoints" / f".tmp-step-0000009.abcdef.{TOKEN}.{os.getpid()}").mkdir()  # a killed save of a writer
+    owner = read_owner(run)
+    owner["writers"].append(TOKEN)
+    (run / ".bertcli-owner.json").write_text(json.dumps(owner))
+    pretrain(tiny_config(data_dir, run, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002"]
+
+
+def test_a_user_file_in_a_rotated_checkpoint_survives(data_dir, tmp_path):
+    run = tmp_path / "run"
+    pretrain(tiny_config(data_dir, run, "train.max_steps=3", "system.keep_checkpoints=1"), show_progress=False)
+    plant(run, "checkpoints/step-0000003/notes.txt")
+    pretrain(tiny_config(data_dir, run, "train.max_steps=6", "system.keep_checkpoints=1"), resume="auto",
+             show_progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
+    assert os.listdir(run / "checkpoints" / "step-0000003") == ["notes.txt"]  # the rest of the old one went
+
+
+def test_a_second_run_through_an_alias_gets_the_lock(data_dir, run_out, tmp_path):
+    from bertcli.fsutil import BusyError
+
+    run, alias = tmp_path / "R", tmp_path / "R_alias"
+    shutil.copytree(run_out, run)
+    alias.symlink_to(run)
+    before = files_of(run)
+    with DirLock(run, "out_dir"):  # the first run, still writing
+        with pytest.raises(BusyError, match="is being written by"):
+            pretrain(tiny_config(data_dir, alias, "train.max_steps=2"), overwrite=True, show_progress=False)
+    assert files_of(run) == before
