@@ -7,6 +7,7 @@ An export's README.md model card is the exception: it is kept through the replac
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -146,3 +147,55 @@ def test_a_second_run_through_an_alias_gets_the_lock(data_dir, run_out, tmp_path
         with pytest.raises(BusyError, match="is being written by"):
             pretrain(tiny_config(data_dir, alias, "train.max_steps=2"), overwrite=True, show_progress=False)
     assert files_of(run) == before
+
+
+@pytest.mark.parametrize("command", ["tokenize", "pretrain"])
+def test_a_full_disk_at_the_lock_write_is_one_line_exit_1(cli, data_dir, tokenizer_out, run_out, tmp_path,
+                                                          monkeypatch, command):
+    from conftest import tiny_overrides
+
+    out = tmp_path / "out"
+    shutil.copytree(tokenizer_out if command == "tokenize" else run_out, out)
+    before = files_of(out)
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)  # the lock's holder line is the first thing written
+    if command == "tokenize":
+        code, _, err = cli("tokenize", SAMPLE, "--out", out, "--vocab-size", 400, "--threads", 1, "--overwrite")
+    else:
+        sets = [a for s in tiny_overrides(data_dir, out, "train.max_steps=2") for a in ("--set", s)]
+        code, _, err = cli("pretrain", *sets, "--overwrite")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+    assert files_of(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file left behind
+
+
+def dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("command", ["tokenize", "export"])
+def test_a_killed_runs_temporary_directory_is_cleaned_by_the_next_run(cli, run_out, tmp_path, command):
+    from bertcli import fsutil
+
+    out = tmp_path / "out"
+    pid = dead_pid()
+    left = tmp_path / f".tmp-out.abcdef.{'9' * 12}.{pid}"  # what kill -9 mid-write leaves
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"\0" * 4096)
+    marker = fsutil._new_marker("tokenizer" if command == "tokenize" else "export", pending=True)
+    marker["pid"] = pid
+    (left / fsutil.OWNER_FILE).write_text(json.dumps(marker))
+    (tmp_path / ".out.bertcli-lock").write_text(f"pid {pid} on {os.uname().nodename} (bertcli {command})\n")
+    if command == "tokenize":
+        code, _, err = cli("tokenize", SAMPLE, "--out", out, "--vocab-size", 400, "--threads", 1)
+    else:
+        code, _, err = cli("export", "--checkpoint", run_out, "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the leftover and the stale lock file went
