@@ -16,6 +16,9 @@ import typer
 from bertcli import __version__
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
+from bertcli.limits import MASKED_LM_PROB_RANGE
+from bertcli.make_data.options import SHORT_SEQ_PROB, MakeDataOptions
+from bertcli.make_data.options import default as _MD
 from bertcli.stopping import terminate_like_ctrl_c
 
 app = typer.Typer(
@@ -140,22 +143,22 @@ def make_data_command(
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP, show_default=False),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
-    objective: str = typer.Option("nsp", metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
-    cross_document: bool = typer.Option(True, "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
-    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
-    max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
-    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask, 0.05 to 0.5.", rich_help_panel=DATA_PANEL),
-    mask_replace_prob: float = typer.Option(0.8, help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
-    random_replace_prob: float = typer.Option(0.1, help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
-    short_seq_prob: Optional[float] = typer.Option(None, help="nsp and sop: probability of a shorter target length for a document pass (default 0.1). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
-    dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
-    whole_word_mask: bool = typer.Option(False, "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
-    seed: int = typer.Option(12345, help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
-    validation_fraction: float = typer.Option(0.01, help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
-    window_chars: int = typer.Option(1_000_000, help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
-    shard_size: int = typer.Option(100_000, help="Instances per shard.", rich_help_panel=RUN_PANEL),
-    workers: int = typer.Option(0, help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
+    objective: str = typer.Option(_MD("objective"), metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
+    cross_document: bool = typer.Option(_MD("cross_document"), "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
+    max_seq_length: int = typer.Option(_MD("max_seq_length"), help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
+    max_predictions: Optional[int] = typer.Option(_MD("max_predictions"), help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
+    masked_lm_prob: float = typer.Option(_MD("masked_lm_prob"), help=f"Share of tokens to mask, {MASKED_LM_PROB_RANGE[0]} to {MASKED_LM_PROB_RANGE[1]}.", rich_help_panel=DATA_PANEL),
+    mask_replace_prob: float = typer.Option(_MD("mask_replace_prob"), help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
+    random_replace_prob: float = typer.Option(_MD("random_replace_prob"), help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
+    short_seq_prob: Optional[float] = typer.Option(_MD("short_seq_prob"), help=f"nsp and sop: probability of a shorter target length for a document pass (default {SHORT_SEQ_PROB}). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
+    dupe_factor: int = typer.Option(_MD("dupe_factor"), help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
+    whole_word_mask: bool = typer.Option(_MD("whole_word_mask"), "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
+    seed: int = typer.Option(_MD("seed"), help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
+    validation_fraction: float = typer.Option(_MD("validation_fraction"), help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
+    window_chars: int = typer.Option(_MD("window_chars"), help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
+    shard_size: int = typer.Option(_MD("shard_size"), help="Instances per shard.", rich_help_panel=RUN_PANEL),
+    workers: int = typer.Option(_MD("workers"), help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(_MD("strict"), "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
     resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
     input_format: Optional[str] = _IN["input_format"], text_field: str = _IN["text_field"],
@@ -165,7 +168,7 @@ def make_data_command(
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
     from bertcli.corpus import expand_inputs
-    from bertcli.make_data import MakeDataOptions, make_data
+    from bertcli.make_data import make_data
     from bertcli.reports import print_make_data_report
 
     options = MakeDataOptions(objective=objective, cross_document=cross_document, max_seq_length=max_seq_length,

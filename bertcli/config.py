@@ -20,6 +20,7 @@ from typing import Literal, Optional, Union
 import yaml
 
 from bertcli.errors import UsageError
+from bertcli.limits import MASKED_LM_PROB_RANGE
 from bertcli.model import DATA_FIELDS, BertConfig, config_problems
 
 # YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
@@ -41,7 +42,7 @@ def _f(default, help: str):
 class DataConfig:
     dir: Union[str, list[str]] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
     masking: Literal["static", "dynamic"] = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
-    masked_lm_prob: Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
+    masked_lm_prob: Optional[float] = _f(None, f"dynamic masking: share of tokens to mask, {MASKED_LM_PROB_RANGE[0]} to {MASKED_LM_PROB_RANGE[1]} "
                                                "(null: the data's --masked-lm-prob)")
     mask_replace_prob: Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
                                                   "(null: the data's, 0.8 as BERT)")
@@ -330,8 +331,9 @@ def _masking_problems(d: DataConfig) -> list[str]:
     if given and d.masking != "dynamic":
         p.append(f"data.{given[0]} applies to data.masking: dynamic only (static masks are the ones make-data wrote); "
                  "set data.masking: dynamic or drop it")
-    if d.masked_lm_prob is not None and not 0.05 <= d.masked_lm_prob <= 0.5:
-        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between 0.05 and 0.5")
+    low, high = MASKED_LM_PROB_RANGE
+    if d.masked_lm_prob is not None and not low <= d.masked_lm_prob <= high:
+        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between {low} and {high}")
     split = [v for v in (d.mask_replace_prob, d.random_replace_prob) if v is not None]
     if any(not 0.0 <= v <= 1.0 for v in split) or sum(split) > 1.0 + 1e-9:
         p.append("data.mask_replace_prob and data.random_replace_prob must be in [0, 1] and add up to at most 1")
