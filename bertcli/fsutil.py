@@ -176,9 +176,10 @@ def _write_marker(directory: Path, marker: dict) -> None:
 
 
 def _entry(directory: Path, name: str, rewritten: bool):
-    """What the marker records for `name`: NESTED, None (rewritten or appended to) or its size."""
+    """What the marker records for `name`: its size, or None (a file rewritten or appended to); for a
+    folder ("name/"), NESTED if it carries a marker of its own, else None."""
     if name.endswith("/"):
-        return NESTED
+        return NESTED if read_owner(Path(directory) / name) is not None else None
     if rewritten:
         return None
     st = os.lstat(Path(directory) / name)
@@ -198,7 +199,8 @@ def mark_owned(directory: Path, kind: str, files: Iterable[str] = (), rewritten:
 def own(directory: Path, names: Iterable[str], rewritten: bool = False, drop: Iterable[str] = ()) -> None:
     """Record in `directory`'s marker that bertcli wrote `names` (and no longer holds `drop`).
 
-    A name is relative to `directory`; one ending in "/" is a subdirectory with its own marker.
+    A name is relative to `directory`; one ending in "/" is a folder (bertcli made it; a folder
+    with a marker of its own, a checkpoint, is judged by that marker).
     `rewritten`: files bertcli rewrites or appends to, so their size is not recorded.
     """
     directory = Path(directory)
@@ -244,10 +246,9 @@ def read_owner(directory: Path) -> dict | None:
     if not isinstance(files, dict) or not isinstance(writers, list):
         return None
     for name, entry in files.items():
-        nested = name.endswith("/")
-        if not _safe_name(name) or (entry == NESTED) != nested:
+        if not _safe_name(name) or (entry == NESTED and not name.endswith("/")):
             return None
-        if not nested and entry is not None and (type(entry) is not int or entry < 0):
+        if entry not in (None, NESTED) and (type(entry) is not int or entry < 0 or name.endswith("/")):
             return None
     if not all(isinstance(w, str) and re.fullmatch(r"[0-9a-f]{12}", w) for w in writers):
         return None
@@ -260,6 +261,12 @@ def _parents(name: str) -> Iterator[str]:
         yield "/".join(parts[:i])
 
 
+def _folders(files: dict) -> set[str]:
+    """The folders bertcli made or wrote files into (relative names, without the slash)."""
+    return ({p for name in files for p in _parents(name)}
+            | {name[:-1] for name, entry in files.items() if name.endswith("/") and entry is None})
+
+
 def _is_temp_of(name: str, writers) -> bool:
     m = _TEMP.match(name)
     return m is not None and m.group(1) in writers
@@ -268,19 +275,24 @@ def _is_temp_of(name: str, writers) -> bool:
 def foreign_entry(directory: Path, keep: Iterable[str] = ()) -> str | None:
     """The first entry inside `directory` (a path relative to it) that bertcli cannot prove it
     wrote, at any depth; None if there is none. `keep`: top-level names allowed to stay."""
+    return next(foreign_entries(directory, keep), None)
+
+
+def foreign_entries(directory: Path, keep: Iterable[str] = ()) -> Iterator[str]:
+    """Every such entry, in order (a folder bertcli never wrote into is one entry)."""
     directory = Path(directory)
     marker = read_owner(directory)
     if marker is None:
-        names = sorted(set(os.listdir(directory)) - set(keep))
-        return names[0] if names else None
-    return _first_foreign(directory, marker, set(keep))
+        yield from sorted(set(os.listdir(directory)) - set(keep))
+    else:
+        yield from _foreign(directory, marker, set(keep))
 
 
-def _first_foreign(root: Path, marker: dict, keep: set[str]) -> str | None:
+def _foreign(root: Path, marker: dict, keep: set[str]) -> Iterator[str]:
     files, writers = marker["files"], set(marker["writers"])
-    inner = {p for name in files for p in _parents(name)}  # directories bertcli wrote files into
+    inner = _folders(files)
 
-    def scan(d: Path, rel: str) -> str | None:
+    def scan(d: Path, rel: str) -> Iterator[str]:
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
@@ -288,25 +300,24 @@ def _first_foreign(root: Path, marker: dict, keep: set[str]) -> str | None:
             if not rel and (e.name == OWNER_FILE or e.name in keep):
                 continue
             if e.is_symlink():
-                return name  # bertcli never makes a link
-            if _is_temp_of(e.name, writers):
+                yield name  # bertcli never makes a link
+            elif _is_temp_of(e.name, writers):
                 continue  # a temporary name of a process that wrote here (killed before it renamed)
-            if e.is_dir(follow_symlinks=False):
+            elif e.is_dir(follow_symlinks=False):
                 if files.get(name + "/") == NESTED:
                     sub = read_owner(Path(e.path))
-                    found = _first_foreign(Path(e.path), sub, set()) if sub is not None else OWNER_FILE
-                    if found is not None:
-                        return f"{name}/{found}"
+                    if sub is None:
+                        yield f"{name}/{OWNER_FILE}"
+                    else:
+                        yield from (f"{name}/{found}" for found in _foreign(Path(e.path), sub, set()))
                 elif name in inner:
-                    if (found := scan(Path(e.path), name + "/")) is not None:
-                        return found
+                    yield from scan(Path(e.path), name + "/")
                 else:
-                    return name
+                    yield name
             elif not e.is_file(follow_symlinks=False) or name not in files:
-                return name
+                yield name
             elif files[name] is not None and e.stat(follow_symlinks=False).st_size != files[name]:
-                return name  # changed since bertcli wrote it: it may hold the user's edits
-        return None
+                yield name  # changed since bertcli wrote it: it may hold the user's edits
 
     return scan(root, "")
 
@@ -331,17 +342,28 @@ def remove_owned(directory: Path, whole: bool = False) -> bool:
                 remove_owned(path, whole=True)
         elif stat.S_ISREG(st.st_mode) and (entry is None or st.st_size == entry):
             path.unlink()
-    inner = sorted({p for name in files for p in _parents(name)}, key=len, reverse=True)
-    for rel in [*inner, ""]:
+    remove_temps(directory, marker)
+    for rel in sorted(_folders(files), key=len, reverse=True):
+        if not (directory / rel).is_symlink():
+            _rmdir_if_empty(directory / rel)
+    (directory / OWNER_FILE).unlink(missing_ok=True)
+    return whole and _rmdir_if_empty(directory)
+
+
+def remove_temps(directory: Path, marker: dict | None = None) -> None:
+    """Delete the temporary files and directories that `directory`'s writers left (killed before
+    they renamed them), in it and in the folders bertcli wrote into; a look-alike name stays."""
+    directory = Path(directory)
+    marker = marker or read_owner(directory)
+    if marker is None:
+        return
+    writers = set(marker["writers"])
+    for rel in ["", *_folders(marker["files"])]:
         d = directory / rel
         if d.is_dir() and not d.is_symlink():
             for e in os.scandir(d):
                 if _is_temp_of(e.name, writers) and not e.is_symlink():
                     _remove_temp(Path(e.path))
-            if rel:
-                _rmdir_if_empty(d)
-    (directory / OWNER_FILE).unlink(missing_ok=True)
-    return whole and _rmdir_if_empty(directory)
 
 
 def _rmdir_if_empty(path: Path) -> bool:
@@ -476,13 +498,13 @@ def claim_directory(out: Path, kind: str, *, overwrite: bool = False, resume: bo
 
 def _refuse_replaced(out: Path, owner: dict, option: str) -> None:
     """A file bertcli will write again must still be a plain file: never write through a link there."""
-    for name, entry in owner["files"].items():
+    for name in owner["files"]:
         path = out / name.rstrip("/")
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
             continue
-        if not (stat.S_ISDIR(mode) if entry == NESTED else stat.S_ISREG(mode)):
+        if not (stat.S_ISDIR(mode) if name.endswith("/") else stat.S_ISREG(mode)):
             raise UsageError(f"{option} {out}: {name.rstrip('/')} was replaced by something bertcli did not write "
                              "(a link or another kind of file); move it away first")
 

@@ -199,3 +199,41 @@ def test_a_killed_runs_temporary_directory_is_cleaned_by_the_next_run(cli, run_o
         code, _, err = cli("export", "--checkpoint", run_out, "--out", out)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the leftover and the stale lock file went
+
+
+MAKE_DATA = ["--max-seq-length", 64, "--dupe-factor", 2, "--validation-fraction", 0.05, "--workers", 1,
+             "--shard-size", 2000]  # the options of conftest's data_dir
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "train/notebook.ipynb", "validation/x/y.txt", "tokenizer/notes.txt",
+                                   "train/.tmp-anything"])
+def test_make_data_overwrite_keeps_a_users_file(cli, tokenizer_dir, data_dir, tmp_path, where):
+    out = tmp_path / "data"
+    shutil.copytree(data_dir, out)
+    plant(out, where)
+    before = files_of(out)
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--overwrite", *MAKE_DATA)
+    assert_refused(code, err, out, where, before)
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "train/.tmp-anything", "train/notebook.ipynb", "train/shard-00009.safetensors"])
+def test_make_data_resume_never_deletes_a_users_file(tokenizer_dir, tmp_path, monkeypatch, where):
+    from test_make_data import SMALL, interrupt_after, make, output_files
+
+    part = tmp_path / "part"
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        make(part, tokenizer_dir, workers=1, **SMALL)
+    monkeypatch.undo()
+    plant(part, where)
+    if where.endswith(".safetensors"):  # at a name make-data is about to write: refused, kept
+        with pytest.raises(UsageError, match=f"holds '{where}', which bertcli did not write"):
+            make(part, tokenizer_dir, workers=1, resume=True, **SMALL)
+        assert (part / where).read_text() == "the user's own"
+        (part / where).unlink()
+    make(part, tokenizer_dir, workers=1, resume=True, **SMALL)
+    if not where.endswith(".safetensors"):
+        assert (part / where).read_text() == "the user's own"
+        (part / where).unlink()
+    make(tmp_path / "full", tokenizer_dir, workers=1, **SMALL)
+    assert output_files(part) == output_files(tmp_path / "full")
