@@ -15,6 +15,7 @@ from bertcli.console import warn
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import (OWNER_FILE, DirLock, atomic_directory, check_output_dir, foreign_entries, mark_owned, own,
                             read_json, read_owner, remove_owned, remove_temps, sha256_file, writable_problem)
+from bertcli.make_data.pool import WorkerDied
 from bertcli.make_data.writer import PROGRESS, SplitState
 from bertcli.shards import MANIFEST, SPLITS
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -52,6 +53,8 @@ def write_out_dir(out_dir: Path, resume: bool, overwrite: bool, inputs: list[Pat
             else:
                 own(out_dir, [])  # this process joins its writers: its temporary files are provably bertcli's
             return run(out_dir, states)
+        except WorkerDied:  # killed from outside, like an interruption: what is finished stays for --resume
+            raise
         except BertcliError:
             if not resume:
                 remove_owned(out_dir, whole=not existed)  # what this run wrote, nothing else
