@@ -73,6 +73,9 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {root}: {e.strerror}; choose a writable out_dir") from None
+    owned = read_owner(run_dir) is not None  # the run's marker lists its checkpoints (a bare directory in tests)
+    if owned:
+        own(run_dir, [f"{root.name}/"])  # a run killed in its first save leaves only bertcli's files here
     try:  # (atomic_directory also deletes what a killed save left)
         with atomic_directory(final, "checkpoint") as tmp:
             save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
@@ -96,8 +99,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     old = list_checkpoints(run_dir)[:-keep]
     for ckpt in old:
         remove_owned(ckpt, whole=True)  # what the save wrote: a file the user put there stays, with its directory
-    if read_owner(run_dir) is not None:  # the run's marker lists its checkpoints (a bare directory in tests)
-        own(run_dir, [f"checkpoints/{final.name}/"], drop=[f"checkpoints/{c.name}/" for c in old])
+    if owned:
+        own(run_dir, [f"{root.name}/{final.name}/"], drop=[f"{root.name}/{c.name}/" for c in old])
     return final
 
 

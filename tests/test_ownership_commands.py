@@ -237,3 +237,61 @@ def test_make_data_resume_never_deletes_a_users_file(tokenizer_dir, tmp_path, mo
         (part / where).unlink()
     make(tmp_path / "full", tokenizer_dir, workers=1, **SMALL)
     assert output_files(part) == output_files(tmp_path / "full")
+
+
+def run_command(cli, command, out, tokenizer_dir, data_dir, run_out, *extra):
+    from conftest import tiny_overrides
+
+    if command == "tokenize":
+        return cli("tokenize", SAMPLE, "--out", out, "--vocab-size", 400, "--threads", 1, *extra)
+    if command == "make-data":
+        return cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, *MAKE_DATA, *extra)
+    if command == "export":
+        return cli("export", "--checkpoint", run_out, "--out", out, *extra)
+    sets = [a for s in tiny_overrides(data_dir, out, "train.max_steps=2") for a in ("--set", s)]
+    return cli("pretrain", *sets, *extra)
+
+
+@pytest.mark.parametrize("name", [".out.bertcli-lock", "out/.bertcli-owner.json"])
+@pytest.mark.parametrize("command", ["tokenize", "make-data", "export", "pretrain"])
+def test_a_symlink_at_a_name_bertcli_creates_is_never_followed(cli, tokenizer_dir, data_dir, run_out, tmp_path,
+                                                               command, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / name
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(victim)
+    code, _, err = run_command(cli, command, tmp_path / "out", tokenizer_dir, data_dir, run_out)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert victim.read_text() == "precious" and link.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "config.yaml"])
+def test_resume_never_writes_through_a_link_put_in_a_run(data_dir, run_out, tmp_path, name):
+    run = tmp_path / "run"
+    shutil.copytree(run_out, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / name).unlink()
+    (run / name).symlink_to(victim)
+    with pytest.raises(UsageError, match=f"{name} was replaced by something bertcli did not write"):
+        pretrain(tiny_config(data_dir, run, "train.max_steps=6"), resume="auto", show_progress=False)
+    assert victim.read_text() == "precious"
+
+
+def test_a_run_killed_in_its_first_save_starts_afresh_with_resume_auto(data_dir, tmp_path, monkeypatch):
+    import bertcli.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    real = checkpoint.save_file
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # inside the first save, its temporary directory half written
+
+    monkeypatch.setattr(checkpoint, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
+    monkeypatch.undo()
+    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), resume="auto", show_progress=False)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000003"]
