@@ -425,12 +425,13 @@ def _entries(out: Path) -> list[str]:
 
 
 def check_output_dir(out: Path, kind: str, *, overwrite: bool, inputs: Iterable[Path] = (), option: str = "--out",
-                     keep: Iterable[str] = ()) -> None:
+                     keep: Iterable[str] = (), allowed_entries: Iterable[str] | None = None) -> None:
     """Everything that must hold before an output directory is touched, each a one-line error.
 
     A non-empty directory is replaced only with `overwrite`, only if it carries bertcli's marker of
     the same `kind`, and only if everything in it, at any depth, is what bertcli wrote there
-    (names in `keep` excepted: they stay).
+    (names in `keep` excepted: they stay). `allowed_entries` is accepted for callers written before
+    per-file ownership, which is stricter than any list of names: it changes nothing.
     """
     out = Path(out)
     if out.is_symlink() and not out.exists():
