@@ -91,7 +91,7 @@ def tokenize(
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from or --dataset.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
-    model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
+    model_type: str = typer.Option("unigram", metavar="<bpe|unigram|wordpiece>", help="unigram (the default: as fast to encode as any, see docs/performance.md) or bpe (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
     lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase", metavar=FLAG, help="Case-fold text (an uncased model) or not \\[default: no; with --from: what the tokenizer says].", rich_help_panel=SWITCHES_PANEL, show_default=False),
     from_: Optional[Path] = typer.Option(None, "--from", help="Adopt a published BERT tokenizer instead of training: a Google vocab.txt or a Hugging Face BERT tokenizer directory.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
     add_words: Optional[Path] = typer.Option(None, "--add-words", help="With --from: put these words (one per line) into the vocabulary's \\[unused] slots.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
@@ -298,6 +298,88 @@ def predict(
             typer.echo(json.dumps(result, ensure_ascii=False))
     else:
         print_predictions(results)
+
+
+@app.command(no_args_is_help=True)
+def finetune(
+    model: Path = typer.Option(..., "--model", "-m", help="A bertcli checkpoint or run directory, a bertcli export, or a Hugging Face BERT directory.", show_default=False),
+    train: Path = typer.Option(..., "--train", help="Training split: .csv, .tsv, .jsonl, .parquet or a Hugging Face save_to_disk directory.", rich_help_panel=DATA_PANEL, show_default=False),
+    validation: Path = typer.Option(..., "--validation", help="Validation split (evaluated after every epoch), in any of the same formats.", rich_help_panel=DATA_PANEL, show_default=False),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test split to predict (labels not needed); written to test_predictions.tsv.", rich_help_panel=DATA_PANEL, show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write results.json, metrics.jsonl, predictions and model/ to.", show_default=False),
+    text_field: str = typer.Option("text", "--text-field", help="Column with the text (a column index for headerless CSV/TSV).", rich_help_panel=DATA_PANEL),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column with the second text of a pair, if any.", rich_help_panel=DATA_PANEL, show_default=False),
+    label_field: str = typer.Option("label", "--label-field", help="Column with the label.", rich_help_panel=DATA_PANEL),
+    task_type: str = typer.Option("classification", "--task-type", metavar="<classification|regression>", help="classification (labels: strings or integers) or regression (a number).", rich_help_panel=DATA_PANEL),
+    task_name: Optional[str] = typer.Option(None, "--task-name", help="Name of the task in results.json \\[default: the --train file's name, or its directory's for train.*].", rich_help_panel=DATA_PANEL, show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (see configs/finetune.yaml) \\[default: its values].", rich_help_panel=RUN_PANEL, show_default=False),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.learning_rate=3e-5; repeat --set for each key.", rich_help_panel=RUN_PANEL),
+    seeds: int = typer.Option(1, "--seeds", help="Runs with seeds seed, seed+1, …; the median over them is reported.", rich_help_panel=RUN_PANEL),
+    init: str = typer.Option("pretrained", "--init", metavar="<pretrained|random>", help="random: the same shape from a random initialisation, the baseline that shows what pretraining gained.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory (only one bertcli finetune wrote).", rich_help_panel=RUN_PANEL),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print results.json as one JSON object on stdout."),
+) -> None:
+    """Fine-tune a classifier (or regressor) on labelled text and report validation metrics: the median over --seeds."""
+    import json
+
+    from bertcli.finetune.config import load_finetune_config
+    from bertcli.finetune.data import Fields
+    from bertcli.finetune.run import FinetuneOptions, finetune as run_finetune, print_results
+    from bertcli.runtime import resolve_device
+
+    cfg = load_finetune_config(config, set_)
+    options = FinetuneOptions(model=model, train=train, validation=validation, test=test, out=out,
+                              fields=Fields(text_field, text_pair_field, label_field), task_type=task_type,
+                              task_name=task_name, seeds=seeds, init=init, overwrite=overwrite)
+    options.check()
+    if cfg.system.cpu_threads:
+        import torch
+        torch.set_num_threads(cfg.system.cpu_threads)
+    with terminate_like_ctrl_c():
+        results = run_finetune(options, cfg, resolve_device(cfg.system.device))
+    print_results(results)
+    if json_out:
+        typer.echo(json.dumps(results))
+
+
+@app.command(no_args_is_help=True)
+def glue(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to fine-tune (required): a bertcli run or checkpoint directory, an export, or a Hugging Face BERT directory.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="GLUE as its download script writes it (CoLA/ SST-2/ … MNLI/ diagnostic/), or Hugging Face's glue (cola/ sst2/ … ax/: save_to_disk or Parquet) (required).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for results.json, submission/ and each run's output (required).", show_default=False),
+    tasks: Optional[str] = typer.Option(None, "--tasks", metavar="TASK,...", help="Some of cola sst2 mrpc stsb qqp mnli qnli rte wnli, comma-separated \\[default: all; with --quick: sst2,rte].", show_default=False),
+    seeds: int = typer.Option(1, "--seeds", help="Fine-tuning runs per task (seeds: the finetune config's seed, 42, then 43, …); the table and results.json give the median."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="A per-task recipe YAML (start from --print-recipe) \\[default: the built-in one, MosaicBERT's].", show_default=False),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a finetune config key for every task, e.g. --set train.epochs=2; repeat --set for each key."),
+    from_mnli: bool = typer.Option(False, "--from-mnli", metavar=FLAG, help="Start RTE, MRPC and STS-B from the MNLI fine-tuned model, as MosaicBERT and ModernBERT do (needs mnli in --tasks)."),
+    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch, no submission."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a glue output already in --out."),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print {tasks: {task: {metric: median}}, score} as one JSON object on stdout."),
+    print_recipe: bool = typer.Option(False, "--print-recipe", metavar=FLAG, help="Print the recipe as YAML on stdout and exit."),
+) -> None:
+    """Fine-tune on GLUE's nine tasks: the table of median scores and the GLUE average, results.json, and the leaderboard's submission files."""
+    import json
+
+    from bertcli.finetune.glue import CoreFineTuner, GlueOptions, glue_table, run_glue
+    from bertcli.finetune.glue_recipes import load_recipe, recipe_yaml
+
+    if print_recipe:
+        typer.echo(recipe_yaml(load_recipe(recipe)), nl=False)
+        return
+    for value, option in ((model, "--model"), (data, "--data"), (out, "--out")):
+        if value is None:
+            raise UsageError(f"missing option {option}; see bertcli glue --help")
+    options = GlueOptions(model=model, data=data, out=out, tasks=[tasks] if tasks else None, seeds=seeds,
+                          recipe=recipe, sets=list(set_), quick=quick, from_mnli=from_mnli, overwrite=overwrite)
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with terminate_like_ctrl_c():
+        results = run_glue(options, CoreFineTuner(log), log)
+    console.print(glue_table(results))
+    if json_out:
+        typer.echo(json.dumps({"tasks": results["tasks"], "score": results["score"]}))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

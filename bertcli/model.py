@@ -304,13 +304,20 @@ class BertLMPredictionHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))  # decoder weight: tied to word embeddings
 
     def forward(self, x, word_embeddings: torch.Tensor, pad_vocab_multiple: int = 1):
-        """(N, V + pad) logits; the pad columns are -inf, so softmax, loss and argmax ignore them."""
-        pad = -word_embeddings.size(0) % pad_vocab_multiple
-        weight, bias = word_embeddings, self.bias
-        if pad:  # tensor cores want widths in multiples of 64; MKL too (30522 → 30528: 7% faster)
-            weight = F.pad(word_embeddings, (0, 0, 0, pad))
-            bias = F.pad(self.bias, (0, pad), value=float("-inf"))
-        return F.linear(self.transform(x), weight, bias)
+        return tied_decoder(self.transform(x), word_embeddings, self.bias, pad_vocab_multiple)
+
+
+def tied_decoder(x, word_embeddings: torch.Tensor, bias: torch.Tensor | None, pad_vocab_multiple: int = 1):
+    """(N, V + pad) logits of a decoder tied to the word embeddings; the pad columns are -inf, so
+    softmax, loss and argmax ignore them. Shared by every architecture's masked-LM head."""
+    pad = -word_embeddings.size(0) % pad_vocab_multiple
+    weight = word_embeddings
+    if pad:  # tensor cores want widths in multiples of 64; MKL too (30522 → 30528: 7% faster)
+        weight = F.pad(word_embeddings, (0, 0, 0, pad))
+        if bias is None:
+            bias = word_embeddings.new_zeros(word_embeddings.size(0))
+        bias = F.pad(bias, (0, pad), value=float("-inf"))
+    return F.linear(x, weight, bias)
 
 
 class BertPreTrainingHeads(nn.Module):
@@ -332,6 +339,28 @@ class PretrainingOutput:
     masked_count: torch.Tensor | None = None
 
 
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) weights, zero biases and padding row, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def set_fast_dropout(model: nn.Module, fast: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.fast = fast
+        elif isinstance(m, BertSelfAttention):
+            m.fast_dropout = fast
+
+
 class BertForPreTraining(nn.Module):
     def __init__(self, config: BertConfig, speed: Speed | None = None, sentence_task: bool = True):
         super().__init__()
@@ -344,24 +373,10 @@ class BertForPreTraining(nn.Module):
 
     def set_speed(self, speed: Speed) -> None:
         self.speed = speed
-        for m in self.modules():
-            if isinstance(m, Dropout):
-                m.fast = speed.fast_dropout
-            elif isinstance(m, BertSelfAttention):
-                m.fast_dropout = speed.fast_dropout
+        set_fast_dropout(self, speed.fast_dropout)
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_weights(module, self.config.initializer_range)
 
     def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels=None,
                 next_sentence_labels=None) -> PretrainingOutput:
@@ -381,17 +396,49 @@ class BertForPreTraining(nn.Module):
         word_embeddings = self.bert.embeddings.word_embeddings.weight
         logits = self.cls.predictions(gathered.reshape(B * P, -1), word_embeddings, self.speed.pad_vocab_multiple)
         nsp_logits = self.cls.seq_relationship(pooled) if self.sentence_task else None
-        out = PretrainingOutput(logits[:, :self.config.vocab_size], nsp_logits)
-        if masked_labels is not None:
-            labels = masked_labels.reshape(-1)
-            real = labels != IGNORE_INDEX
-            out.mlm_loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
-            out.mlm_correct = ((logits.argmax(-1) == labels) & real).sum()
-            out.masked_count = real.sum()
+        out = masked_lm_output(logits, masked_labels, self.config.vocab_size)
+        out.nsp_logits = nsp_logits
         if next_sentence_labels is not None and self.sentence_task:
             out.nsp_loss_sum = F.cross_entropy(nsp_logits.float(), next_sentence_labels, reduction="sum")
             out.nsp_correct = (nsp_logits.argmax(-1) == next_sentence_labels).sum()
         return out
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT's fine-tuning classifier: pooled [CLS] → dropout → linear, with HF's keys (bert.*, classifier.*).
+
+    num_labels 1 is regression (HF's convention). The last encoder layer runs only at [CLS], the
+    one row the pooler reads (Speed.sparse_last_layer's idea, always on here: the logits are the same).
+    """
+
+    def __init__(self, config: BertConfig, num_labels: int, classifier_dropout: float | None = None,
+                 fast_dropout: bool = False):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.bert = BertModel(config)
+        self.dropout = Dropout(config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+        set_fast_dropout(self, fast_dropout)
+
+    def forward(self, input_ids, token_type_ids, attention_mask=None) -> torch.Tensor:
+        """(B, num_labels) logits; attention_mask None: no padding."""
+        cls_only = input_ids.new_zeros(input_ids.size(0), 1)  # (B, 1): position 0 of every sequence
+        _, pooled = self.bert(input_ids, token_type_ids, attention_mask, cls_only)  # pooled (B, C)
+        return self.classifier(self.dropout(pooled))
+
+
+def masked_lm_output(logits: torch.Tensor, masked_labels: torch.Tensor | None, vocab_size: int) -> PretrainingOutput:
+    """The masked-LM half of the output, from the (B*P, V + pad) logits at the gathered positions:
+    the loss summed over real masked positions (normalised by the trainer), accuracy and count."""
+    out = PretrainingOutput(logits[:, :vocab_size], None)
+    if masked_labels is not None:
+        labels = masked_labels.reshape(-1)
+        real = labels != IGNORE_INDEX
+        out.mlm_loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        out.mlm_correct = ((logits.argmax(-1) == labels) & real).sum()
+        out.masked_count = real.sum()
+    return out
 
 
 def parameter_count(model: nn.Module) -> int:

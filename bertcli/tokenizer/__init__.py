@@ -1,4 +1,4 @@
-"""Tokenizers: one interface (base.Tokenizer), a SentencePiece and a WordPiece implementation.
+"""Tokenizers: one interface (base.Tokenizer); SentencePiece, WordPiece and adopted Hugging Face ones.
 
 `load(path)` reads any bertcli tokenizer directory, of either kind and of either format version;
 `load_artifact_tokenizer` finds the copy a data directory or checkpoint carries. Nothing else in
@@ -44,7 +44,12 @@ def load(path: Path) -> Tokenizer:
         from bertcli.tokenizer.wordpiece import WordPieceTokenizer
 
         return WordPieceTokenizer.from_dir(path, meta)
-    raise UsageError(f"{meta_path}: unknown tokenizer kind {kind!r} (sentencepiece or wordpiece); it was edited, remake it")
+    if kind == "hf":
+        from bertcli.tokenizer.adopted import AdoptedTokenizer
+
+        return AdoptedTokenizer.from_dir(path, meta)
+    raise UsageError(f"{meta_path}: unknown tokenizer kind {str(kind)[:40]!r} (sentencepiece, wordpiece or hf); it was "
+                     "edited, remake it")
 
 
 def load_artifact_tokenizer(artifact: Path, expected_sha256: str | None, fallback: Path | None = None,
