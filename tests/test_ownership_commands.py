@@ -126,6 +126,7 @@ def test_pretrain_overwrite_replaces_its_own_run(data_dir, run_out, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002"]
 
 
+@pytest.mark.slow  # two pretrain runs
 def test_a_user_file_in_a_rotated_checkpoint_survives(data_dir, tmp_path):
     run = tmp_path / "run"
     pretrain(tiny_config(data_dir, run, "train.max_steps=3", "system.keep_checkpoints=1"), show_progress=False)
@@ -279,6 +280,7 @@ def test_resume_never_writes_through_a_link_put_in_a_run(data_dir, run_out, tmp_
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.slow  # two pretrain runs
 def test_a_run_killed_in_its_first_save_starts_afresh_with_resume_auto(data_dir, tmp_path, monkeypatch):
     import bertcli.checkpoint as checkpoint
 

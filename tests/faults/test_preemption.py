@@ -32,7 +32,10 @@ import os, time
 import bertcli.make_data.run as _run, bertcli.make_data.writer as _writer
 READY, SENT, POINT = {ready!r}, {sent!r}, {point!r}
 def _handshake():
-    open(READY, "w").close()
+    import multiprocessing
+    with open(READY + ".tmp", "w") as f:  # how many workers are alive, for the test to check
+        f.write(str(len(multiprocessing.active_children())))
+    os.rename(READY + ".tmp", READY)
     while not os.path.exists(SENT):  # waits for the test's file, or for the signal's handler to raise
         time.sleep(0.005)
 if POINT == "start":
@@ -116,6 +119,8 @@ def test_a_stop_signal_never_hangs_and_resume_is_exact(cli, tokenizer_dir, expec
                 proc.wait(timeout=0.01)
             except subprocess.TimeoutExpired:
                 pass
+        alive = int(ready.read_text())
+        assert alive == {"start": workers - 1, "mid": workers, "final": 0}[point] if workers > 1 else alive == 0
         signum = getattr(signal, name)
         os.killpg(proc.pid, signum) if target == "group" else os.kill(proc.pid, signum)
         sent.touch()
