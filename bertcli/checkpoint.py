@@ -34,12 +34,12 @@ from safetensors.torch import load_file, save_file
 from bertcli.errors import DataError, UsageError
 from bertcli.architectures import build_model, config_from_dict, config_problems
 from bertcli.fsutil import atomic_directory, own, read_json, read_owner, remove_owned, sha256_file, write_json_atomic
-from bertcli.limits import MAX_COUNT, SHA256, is_int
+from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
 
 FORMAT = "bertcli-checkpoint"
-FORMAT_VERSION = 2  # 2: carries tokenizer/ (1 still loads: artifacts.py finds its tokenizer the old way)
+FORMAT_VERSION = 2  # of trainer_state.json; a checkpoint carries its tokenizer in tokenizer/
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
@@ -130,7 +130,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def state_problems(state: dict) -> list[str]:
@@ -173,9 +173,9 @@ def read_state(ckpt: Path) -> dict:
     state = read_json(path, "trainer state")
     if state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli checkpoint")
-    if state.get("format_version") not in (1, FORMAT_VERSION):
+    if state.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{ckpt} has checkpoint format_version {str(state.get('format_version'))[:20]}, "
-                         f"this bertcli reads 1 and {FORMAT_VERSION}")
+                         f"this bertcli reads {FORMAT_VERSION}")
     for key in ("step", "model_config", "files"):
         if key not in state:
             raise DataError(f"{path} lacks {key!r}; the checkpoint is damaged, use an earlier one")
