@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread for the tiny test models, set before torch is imported so that the bertcli
+# subprocesses inherit it too: a second OpenMP thread only spins on models this small (a 6-step
+# pretrain took 20x the CPU time with two threads on a loaded 2-core box), and one thread is reproducible.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # a plugin imported it first
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "botchan.txt"

@@ -61,10 +61,12 @@ def test_eval_matches_straightforward_computation(run_dir, data_dir):
     assert "masked_lm_accuracy" in proc.stderr  # the table goes to stderr, stdout is the JSON alone
 
 
-def test_eval_is_deterministic_and_max_batches(run_dir, data_dir):
-    a = run_cli("eval", "--checkpoint", run_dir, "--data", data_dir, "--json", "--max-batches", "1", "--batch-size", "5")
-    b = run_cli("eval", "--checkpoint", run_dir, "--data", data_dir, "--json", "--max-batches", "1", "--batch-size", "5")
-    assert a.stdout == b.stdout and json.loads(a.stdout)["examples"] == 5
+def test_eval_is_deterministic_and_max_batches(run_dir, data_dir, cli):
+    args = ("eval", "--checkpoint", run_dir, "--data", data_dir, "--json", "--max-batches", "1", "--batch-size", "5")
+    code, out, err = cli(*args)  # one run in this process, one in a fresh one: the same JSON
+    b = run_cli(*args)
+    assert code == 0 == b.returncode, err + b.stderr
+    assert out == b.stdout and json.loads(out)["examples"] == 5
 
 
 @pytest.mark.slow  # six bertcli subprocesses and a tokenizer trained
@@ -104,14 +106,14 @@ def test_mismatches_and_bad_inputs(run_dir, data_dir, tokenizer_dir, tmp_path):
         assert "Traceback" not in p.stderr
 
 
-def test_checkpoint_with_missing_or_damaged_weights(run_dir, data_dir, tmp_path):
+def test_checkpoint_with_missing_or_damaged_weights(run_dir, data_dir, tmp_path, cli):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(list_checkpoints(run_dir)[-1], ckpt)
     data = bytearray((ckpt / "model.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (ckpt / "model.safetensors").write_bytes(bytes(data))
-    proc = run_cli("eval", "--checkpoint", ckpt, "--data", data_dir)
-    assert proc.returncode == 1 and "model.safetensors" in proc.stderr and "sha256" in proc.stderr
+    code, _, err = cli("eval", "--checkpoint", ckpt, "--data", data_dir)
+    assert code == 1 and "model.safetensors" in err and "sha256" in err
     (ckpt / "model.safetensors").unlink()
-    proc = run_cli("eval", "--checkpoint", ckpt, "--data", data_dir)
-    assert proc.returncode == 1 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+    code, _, err = cli("eval", "--checkpoint", ckpt, "--data", data_dir)
+    assert code == 1 and "missing" in err and "Traceback" not in err
