@@ -190,7 +190,7 @@ def test_a_killed_runs_temporary_directory_is_cleaned_by_the_next_run(cli, run_o
     left = tmp_path / f".tmp-out.abcdef.{'9' * 12}.{pid}"  # what kill -9 mid-write leaves
     left.mkdir()
     (left / "model.safetensors").write_bytes(b"\0" * 4096)
-    marker = fsutil._new_marker("tokenizer" if command == "tokenize" else "export", pending=True)
+    marker = fsutil.ownership.new_marker("tokenizer" if command == "tokenize" else "export", pending=True)
     marker["pid"] = pid
     (left / fsutil.OWNER_FILE).write_text(json.dumps(marker))
     (tmp_path / ".out.bertcli-lock").write_text(f"pid {pid} on {os.uname().nodename} (bertcli {command})\n")
