@@ -23,6 +23,7 @@ import signal
 import threading
 from collections import deque
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -75,10 +76,15 @@ class Pool:
         self.processes, self.tasks, self.results = [], [], []
         self.next = 0  # the worker the next task goes to (round robin; results come back in order)
         atexit.register(self.kill)  # whatever happens, never leave a worker behind (they ignore SIGTERM)
+        # multiprocessing starts its resource tracker on the first spawn and then unblocks SIGINT and
+        # SIGTERM itself: start it now, before the signals are blocked, so that nothing unblocks them
+        # while a worker is being started (a signal in the middle of a start leaves a half-born worker)
+        resource_tracker.ensure_running()
         try:
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by each child
             try:
                 for _ in range(workers):
+                    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # again, should a restarted tracker unblock them
                     task_out, task_in = ctx.Pipe(duplex=False)
                     result_out, result_in = ctx.Pipe(duplex=False)
                     process = ctx.Process(target=_work, args=(str(tokenizer_dir), task_out, result_in), daemon=True)
