@@ -64,10 +64,9 @@ def test_tokenize_overwrite_keeps_a_users_file(cli, tokenizer_out, tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def run_out(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("own-run") / "run"
-    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
-    return run
+def run_out(trained_run):
+    """conftest's run (checkpoints at steps 3 and 4); tests copy it before they touch it."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")
