@@ -349,3 +349,15 @@ def glue_out(trained_run, tmp_path_factory):
 @pytest.mark.parametrize("where", ["notes.txt", "submission/notes.txt", "runs/rte/mine.txt"])
 def test_glue_overwrite_keeps_a_users_file(cli, glue_out, tmp_path, where):
     overwrite_a_copy_refused(cli, *glue_out, tmp_path, where)
+
+
+def test_a_symlinked_out_stays_a_symlink_through_overwrite(cli, tokenizer_out, tmp_path):
+    real, link = tmp_path / "real", tmp_path / "tok"
+    shutil.copytree(tokenizer_out, real)
+    link.symlink_to(real)
+    code, _, err = cli("tokenize", SAMPLE, "--out", link, "--vocab-size", 420, "--threads", 1, "--overwrite")
+    assert code == 0, err
+    from bertcli.tokenizer import Tokenizer
+
+    assert link.is_symlink() and Tokenizer.load(real).vocab_size == 420  # the link's target was replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real", "tok"]  # no .tmp-* and no lock file left
