@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
 from bertcli.architectures import build_model, config_from_dict, config_problems
-from bertcli.fsutil import atomic_directory, own, read_json, read_owner, remove_owned, sha256_file, write_json_atomic
+from bertcli.fsutil import (atomic_directory, own, read_json, read_owner, remove_owned, remove_temps, sha256_file,
+                            write_json_atomic)
 from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -75,6 +76,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     owned = read_owner(run_dir) is not None  # the run's marker lists its checkpoints (a bare directory in tests)
     if owned:
         own(run_dir, [f"{root.name}/"])  # a run killed in its first save leaves only bertcli's files here
+        remove_temps(run_dir)  # what killed saves of this run left (the run's lock is ours: none is running)
     try:  # (atomic_directory also deletes what a killed save left)
         with atomic_directory(final, "checkpoint") as tmp:
             save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})

@@ -361,3 +361,15 @@ def test_a_symlinked_out_stays_a_symlink_through_overwrite(cli, tokenizer_out, t
 
     assert link.is_symlink() and Tokenizer.load(real).vocab_size == 420  # the link's target was replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["real", "tok"]  # no .tmp-* and no lock file left
+
+
+def test_a_killed_save_is_cleaned_by_the_next_save_and_a_look_alike_stays(data_dir, run_out, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_out, run)
+    writer = read_owner(run)["writers"][0]  # the process that wrote the run
+    killed = run / "checkpoints" / f".tmp-step-0000099.abcdef.{writer}.1"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+    plant(run, "checkpoints/.tmp-mine/x.txt")  # a look-alike: no writer of this run made it
+    pretrain(tiny_config(data_dir, run, "train.max_steps=6"), resume="auto", show_progress=False)
+    assert not killed.exists() and (run / "checkpoints" / ".tmp-mine" / "x.txt").read_text() == "the user's own"
