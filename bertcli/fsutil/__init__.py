@@ -44,12 +44,12 @@ from bertcli.fsutil.files import (TMP_PREFIX, TOKEN, atomic_path, input_file_pro
                                   sha256_file, tmp_name, writable_problem, write_bytes_atomic, write_json_atomic)
 from bertcli.fsutil.lock import LOCK_SUFFIX, BusyError, DirLock, lock_path_for
 from bertcli.fsutil.ownership import (NESTED, OWNER_FILE, OWNER_FORMAT, foreign_entries, foreign_entry, mark_owned,
-                                      own, read_owner, remove_owned, remove_temps)
+                                      own, read_owner, remove_files, remove_owned, remove_temps)
 from bertcli.fsutil.outdir import (atomic_directory, check_output_dir, claim_directory, clean_leftovers, output_dir,
                                    refuse_foreign, swap_into_place)
 
 __all__ = ["TMP_PREFIX", "TOKEN", "atomic_path", "input_file_problem", "read_json", "refuse_overlap", "sha256_file",
            "tmp_name", "writable_problem", "write_bytes_atomic", "write_json_atomic", "LOCK_SUFFIX", "BusyError",
            "DirLock", "lock_path_for", "NESTED", "OWNER_FILE", "OWNER_FORMAT", "foreign_entries", "foreign_entry",
-           "mark_owned", "own", "read_owner", "remove_owned", "remove_temps", "atomic_directory", "check_output_dir",
+           "mark_owned", "own", "read_owner", "remove_files", "remove_owned", "remove_temps", "atomic_directory", "check_output_dir",
            "claim_directory", "clean_leftovers", "output_dir", "refuse_foreign", "swap_into_place"]

@@ -215,6 +215,28 @@ def remove_owned(directory: Path, whole: bool = False) -> bool:
     return whole and rmdir_if_empty(directory)
 
 
+def remove_files(directory: Path, names: Iterable[str]) -> None:
+    """Delete the files `names` (relative to `directory`) that its marker lists, and drop them from
+    it; a name the marker does not list, or whose file has changed since, stays."""
+    directory = Path(directory)
+    marker = read_owner(directory)
+    if marker is None:
+        return
+    gone = []
+    for name in names:
+        entry = marker["files"].get(name, NESTED)
+        try:
+            st = os.lstat(directory / name)
+        except FileNotFoundError:
+            gone.append(name)
+            continue
+        if entry != NESTED and stat.S_ISREG(st.st_mode) and (entry is None or st.st_size == entry):
+            os.unlink(directory / name)
+            gone.append(name)
+    if gone:
+        own(directory, [], drop=gone)
+
+
 def remove_temps(directory: Path, marker: dict | None = None) -> None:
     """Delete the temporary files and directories that `directory`'s writers left (killed before
     they renamed them), in it and in the folders bertcli wrote into; a look-alike name stays."""
