@@ -7,6 +7,7 @@ config, 1 at run time, 130 on Ctrl-C).
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from bertcli import __version__
+from bertcli.bounds import check_encoding, check_options, check_out_name
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
 from bertcli.stopping import terminate_like_ctrl_c
@@ -32,6 +34,7 @@ TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer
 FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP}
 
 
 def _precision(value: str) -> str:
@@ -47,6 +50,7 @@ def _reader_options(input_format, text_field, document_per_file, sentence_splitt
                     dataset, dataset_config, dataset_split):
     from bertcli.readers.base import ReaderOptions
 
+    check_encoding(encoding)
     return ReaderOptions(input_format=input_format, text_field=text_field, document_per_file=document_per_file,
                          sentence_splitter=sentence_splitter, language=language, encoding=encoding, dataset=dataset,
                          dataset_config=dataset_config, dataset_split=dataset_split)
@@ -105,14 +109,16 @@ def tokenize(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
+    check_options("tokenize", locals())
+    check_out_name("--out", out)
     from bertcli.errors import UsageError
     from bertcli.console import warn
     from bertcli.reports import print_adopt_report, print_tokenize_report
     from bertcli.tokenizer import TrainOptions, adopt, train
 
     if from_ is not None:
-        if inputs:
-            raise UsageError("--from adopts a tokenizer: give no INPUT files with it")
+        if inputs or dataset is not None:
+            raise UsageError("--from adopts a tokenizer: give no INPUT files and no --dataset with it")
         print_adopt_report(adopt(from_, out, lowercase, add_words, overwrite), out)
         return
     if add_words is not None:
@@ -164,6 +170,8 @@ def make_data_command(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
+    check_options("make-data", locals())
+    check_out_name("--out", out)
     from bertcli.corpus import expand_inputs
     from bertcli.make_data import MakeDataOptions, make_data
     from bertcli.reports import print_make_data_report
@@ -192,6 +200,7 @@ def show_data_command(
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
     """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
+    check_options("show-data", locals())
     from bertcli.show_data import show_data
 
     show_data(data, split, start, count, json_lines, tokenizer)
@@ -231,6 +240,7 @@ def eval_command(
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the metrics as one JSON object on stdout."),
 ) -> None:
     """Masked-LM accuracy and next-sentence accuracy of a checkpoint, with Google's metric names."""
+    check_options("eval", locals())
     import json
 
     from bertcli.evaluate import run_eval
@@ -261,6 +271,7 @@ def export(
     from bertcli.export import export as run_export
     from bertcli.reports import print_export_summary
 
+    check_out_name("--out", out)
     if dtype not in TORCH_DTYPE_NAMES:
         raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(TORCH_DTYPE_NAMES)}")
     print_export_summary(run_export(checkpoint, out, tokenizer, TORCH_DTYPE_NAMES[dtype], overwrite))
@@ -282,6 +293,7 @@ def predict(
 
     As in Hugging Face tokenizers, [MASK] (and [SEP], [CLS]) written in the text are those tokens.
     """
+    check_options("predict", locals())
     import json
 
     from bertcli.predict import predict as run_predict, read_queries
@@ -307,6 +319,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     except BertcliError as e:
         error_line(str(e))
         sys.exit(e.exit_code)
+    except OSError as e:
+        # What the system refuses for a path the user chose (too long a name, no space, no
+        # permission, a read-only disk, a symlink loop) is that path's problem, not a bug.
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        error_line(f"{where}{e.strerror or e}; check the path, its permissions and the free space")
+        sys.exit(1)
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)

@@ -18,7 +18,6 @@ one-line error before any training step.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -26,10 +25,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bertcli.checkpoint import STATE_FILE, load_weights, read_state, resolve_checkpoint
-from bertcli.console import console
+from bertcli.checkpoint import STATE_FILE, check_torch_zip, load_weights, read_state, resolve_checkpoint
+from bertcli.console import console, shown
 from bertcli.errors import DataError, UsageError
-from bertcli.model import ACTIVATIONS, BertConfig
+from bertcli.fsutil import read_json
+from bertcli.model import ACTIVATIONS, BertConfig, config_problems
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
 SENTENCE_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # what only nsp and sop models have
@@ -49,20 +49,23 @@ def is_published_dir(path: Path) -> bool:
 # --- the model config -----------------------------------------------------------------------------
 
 def read_hf_config(path: Path) -> dict:
+    """config.json, read with read_json's bounds (size, depth), its BERT fields checked by
+    model.config_problems: the same types and ranges as the YAML's model: section and a
+    checkpoint's trainer_state.json, before anything is allocated."""
     config_path = Path(path) / CONFIG_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{config_path}: not a readable JSON model config ({e})") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{config_path} is not a JSON object; give a Hugging Face BERT directory")
+    config = read_json(config_path, "model config", max_bytes=1 << 20)
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list):
+        architectures = []
     if config.get("model_type") != "bert" and not any(str(a).startswith("Bert") for a in architectures):
-        raise UsageError(f"{config_path}: model_type {config.get('model_type')!r} is not a BERT; train.init_from "
+        raise UsageError(f"{config_path}: model_type {shown(config.get('model_type'), 40)!r} is not a BERT; train.init_from "
                          "takes BERT checkpoints (BertForPreTraining, BertForMaskedLM, BertModel)")
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise UsageError(f"{config_path}: position_embedding_type {config['position_embedding_type']!r}; bertcli's BERT "
-                         "has absolute position embeddings only")
+        raise UsageError(f"{config_path}: position_embedding_type {shown(config['position_embedding_type'], 40)!r}; "
+                         "bertcli's BERT has absolute position embeddings only")
+    bert_fields = {f.name for f in fields(BertConfig)}
+    if problems := config_problems({k: v for k, v in config.items() if k in bert_fields}):
+        raise UsageError(f"{config_path}: {problems[0]}; it is not a BERT config bertcli can build, fix or re-export it")
     return config
 
 
@@ -130,6 +133,8 @@ def check_tokenizer_matches(path: Path, tokenizer) -> None:
 # --- the weights ----------------------------------------------------------------------------------
 
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    if problem := check_torch_zip(path):
+        raise DataError(f"{path}: {problem}")
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged, foreign or pickled-code file
@@ -160,15 +165,19 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def normalize_keys(weights: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
     """Published key variants → bertcli's (BertForPreTraining's) names; derived keys checked and dropped."""
-    out = {}
+    out, origin = {}, {}
     for key, value in weights.items():
+        given = key
         if key.endswith(".gamma"):
             key = key[:-len("gamma")] + "weight"
         elif key.endswith(".beta"):
             key = key[:-len("beta")] + "bias"
         if not key.startswith(("bert.", "cls.")):
             key = "bert." + key  # a BertModel saved on its own
-        out[key] = value
+        if key in out:
+            raise UsageError(f"{where}: the weights {shown(origin[key], 80)!r} and {shown(given, 80)!r} are both "
+                             f"{shown(key, 80)!r} once named as BERT's; the checkpoint is ambiguous, keep one of them")
+        out[key], origin[key] = value, given
     decoder, embeddings = out.get("cls.predictions.decoder.weight"), out.get("bert.embeddings.word_embeddings.weight")
     if decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings):
         raise UsageError(f"{where}: cls.predictions.decoder.weight differs from the word embeddings; bertcli ties "
