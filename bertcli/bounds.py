@@ -11,13 +11,12 @@ machine can start.
 Relations between values (warmup within max_steps, global batch a multiple of the micro batch,
 max_predictions within max_seq_length) are the owning options' checks, not this table's.
 
-Also here: the checks of the two non-numeric options that reach a library as they are, the
-text encoding and an output name.
+Also here: the check of an output name, which reaches the filesystem as it is (the text
+encoding's is readers/streams.check_encoding).
 """
 
 from __future__ import annotations
 
-import codecs
 import math
 import os
 from dataclasses import dataclass
@@ -164,25 +163,7 @@ def config_problems(config) -> list[str]:
     return out
 
 
-# --- the options that are not numbers -------------------------------------------------------------
-
-def check_encoding(encoding: str) -> None:
-    """--encoding must name a text encoding Python can decode with (not rot13, base64, zlib, undefined)."""
-    name = _shown(encoding)
-    try:
-        info = codecs.lookup(encoding)
-    except (LookupError, ValueError, TypeError):
-        raise UsageError(f"--encoding {name!r} is not an encoding Python knows; give e.g. utf-8, latin-1 or cp1252") from None
-    if not getattr(info, "_is_text_encoding", True):
-        raise UsageError(f"--encoding {name!r} is a {info.name} transform, not a text encoding; give e.g. utf-8, "
-                         "latin-1 or cp1252")
-    try:
-        decoded = codecs.decode(b"a\n", info.name)
-    except (UnicodeError, ValueError, LookupError, TypeError):
-        decoded = None
-    if not isinstance(decoded, str):
-        raise UsageError(f"--encoding {name!r} cannot decode text; give e.g. utf-8, latin-1 or cp1252")
-
+# --- an output name -------------------------------------------------------------------------------
 
 def check_out_name(option: str, path) -> None:
     """An output path whose names the filesystem can hold, with room for bertcli's temporary names."""

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from bertcli import __version__
-from bertcli.bounds import check_encoding, check_options, check_out_name
+from bertcli.bounds import check_options, check_out_name
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
 from bertcli.stopping import terminate_like_ctrl_c
@@ -49,6 +49,7 @@ INPUT_HELP = ("Files, directories (their *.txt, *.jsonl, *.json, *.parquet, recu
 def _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
                     dataset, dataset_config, dataset_split):
     from bertcli.readers.base import ReaderOptions
+    from bertcli.readers.streams import check_encoding
 
     check_encoding(encoding)
     return ReaderOptions(input_format=input_format, text_field=text_field, document_per_file=document_per_file,
