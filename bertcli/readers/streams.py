@@ -25,6 +25,9 @@ from bertcli.readers.base import MAX_RECORD_BYTES, InputCounts
 
 UTF8_BOM = "\ufeff"
 NUL_SAMPLE_BYTES = 1 << 16  # how much of a file's start is checked for NUL bytes
+# Past this many blank lines in a row the rest of the run is skipped a buffer at a time, not
+# a line at a time: a 1 MB gzip of 1 GiB of newlines took 440 s as a billion empty lines.
+BLANK_RUN_LINES = 64
 
 
 def _open_zstd(raw: BinaryIO) -> BinaryIO:
@@ -166,9 +169,16 @@ def read_lines(path: Path, counts: InputCounts, encoding: str, strict: bool, pro
         try:
             if problem := nul_problem(stream.peek(NUL_SAMPLE_BYTES)[:NUL_SAMPLE_BYTES], encoding):
                 raise DataError(f"{path}: {problem}")
-            lineno = 0
+            lineno = blank_run = 0
             while data := stream.readline(MAX_RECORD_BYTES + 1):
                 lineno += 1
+                if data.isspace():
+                    blank_run += 1
+                    if blank_run >= BLANK_RUN_LINES:  # one blank line ends a document as well as a billion
+                        lineno += _skip_blank_lines(stream)
+                        continue
+                else:
+                    blank_run = 0
                 if len(data) > MAX_RECORD_BYTES and not data.endswith(b"\n"):
                     _skip_to_line_end(stream)
                     counts.skip(f"{path}:{lineno}", f"a line longer than {MAX_RECORD_BYTES // 2**20} MiB")
@@ -186,6 +196,19 @@ def read_lines(path: Path, counts: InputCounts, encoding: str, strict: bool, pro
                 yield lineno, text.strip()
         except decompression_errors() as e:  # zlib.error: corrupt gzip data
             raise DataError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt") from None
+
+
+def _skip_blank_lines(stream: BinaryIO) -> int:
+    """Consume the blank lines that follow, a buffer at a time; return how many there were."""
+    skipped = 0
+    while buffer := stream.peek(1 << 16):
+        blank = len(buffer) - len(buffer.lstrip(b" \t\r\n\f\v"))
+        cut = blank if blank == len(buffer) else buffer.rfind(b"\n", 0, blank) + 1
+        if cut == 0:
+            break
+        skipped += buffer.count(b"\n", 0, cut)
+        stream.read(cut)
+    return skipped
 
 
 def _skip_to_line_end(stream: BinaryIO) -> None:
