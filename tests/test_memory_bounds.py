@@ -82,3 +82,73 @@ def test_tokenize_stays_under_the_bound(bombs, tmp_path, kind):
     assert code == 0, err
     assert "longer than 8 MiB" in err
     assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
+
+
+# --- safety round 3 (issue 22 §9): bombs in the new readers and published-model inputs -------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_parquet_row_group_of_huge_strings_stays_under_the_bound(tokenizer_dir, tmp_path, dictionary):
+    """40 x 10 MB strings in one row group, a file of a few KB (dictionary) or ~20 KB (zstd): the
+    record cap is applied by Arrow length, in slices, before a row becomes a Python string."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    texts = ["A first short text. With two sentences."] + ["a" * (10 << 20)] * 40
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"text": texts}), path, compression="zstd", use_dictionary=dictionary)
+    del texts
+    assert path.stat().st_size < 1 << 20
+    code, err, peak_mb = run_measured("make-data", SAMPLE, path, "--tokenizer", tokenizer_dir, "--out",
+                                      tmp_path / "data", "--workers", "1", "--dupe-factor", "1")
+    assert code == 0, err
+    assert "40 of 41 record(s)" in err and "longer than 8 MiB" in err
+    assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
+
+
+@pytest.mark.slow
+def test_an_inflating_pytorch_model_bin_is_refused_before_loading(tmp_path):
+    """A zip record that inflates 2 MB to 2 GiB: its declared size is read from the zip's directory
+    and refused before torch.load allocates anything."""
+    import zipfile
+
+    d = tmp_path / "bert"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "bert", "vocab_size": 100}')
+    with zipfile.ZipFile(d / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(2048):
+                f.write(block)
+    assert (d / "pytorch_model.bin").stat().st_size < 4 << 20
+    code, err, peak_mb = run_measured_python(f"from bertcli.weights import read_weights; read_weights({str(d)!r})")
+    assert code == 1 and "declare 2,147,483,648 bytes" in err and "Traceback" not in err, err
+    assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["/dev/zero", "huge_vocab"])
+def test_add_words_from_dev_zero_and_a_huge_vocab_stay_bounded(tmp_path, source):
+    pytest.importorskip("tokenizers")
+    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(5)), "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    if source == "huge_vocab":  # 40 MB, 3.3M pieces: refused by its size before it is read
+        with open(tmp_path / "vocab.txt", "a") as f:
+            for i in range(3_300_000):
+                f.write(f"p{i:07d}x\n")
+        args = ["tokenize", "--from", tmp_path / "vocab.txt", "--lowercase", "--out", tmp_path / "tok"]
+    else:
+        args = ["tokenize", "--from", tmp_path / "vocab.txt", "--lowercase", "--add-words", source,
+                "--out", tmp_path / "tok"]
+    code, err, peak_mb = run_measured(*args)
+    assert code == 2 and "larger than" in err, err
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
+
+
+def run_measured_python(code: str) -> tuple[int, str, float]:
+    """Like run_measured, for a snippet; a BertcliError is printed as the CLI prints it."""
+    body = CHILD.replace("from bertcli.cli import main\nmain(sys.argv[1:])\n", "")
+    body += ("from bertcli.errors import BertcliError\ntry:\n    " + code +
+             "\nexcept BertcliError as e:\n    sys.stderr.write(f'error: {e}\\n'); sys.exit(e.exit_code)\n")
+    proc = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=600)
+    peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB ", 1)[1].split()[0])
+    return proc.returncode, proc.stderr, peak_kb / 1024
