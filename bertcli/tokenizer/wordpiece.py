@@ -190,11 +190,12 @@ def read_bounded_text(path: Path, limit: int, what: str) -> str:
 
 
 def _read_vocab_file(path: Path) -> list[str]:
-    lines = read_bounded_text(path, MAX_VOCAB_FILE_BYTES, "vocabulary").split("\n")
+    text = read_bounded_text(path, MAX_VOCAB_FILE_BYTES, "vocabulary")
+    if (pieces := text.count("\n") + (not text.endswith("\n"))) > MAX_VOCAB:  # counted before a list is made
+        raise UsageError(f"{path} has {pieces:,} pieces, more than {MAX_VOCAB:,}; it is not a BERT vocab.txt")
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
-    if len(lines) > MAX_VOCAB:
-        raise UsageError(f"{path} has {len(lines):,} pieces, more than {MAX_VOCAB:,}; it is not a BERT vocab.txt")
     return lines
 
 
