@@ -206,7 +206,7 @@ def _from_hf_dir(path: Path, lowercase: bool | None) -> tuple[list[str], dict]:
                                 bool(config.get("tokenize_chinese_chars", True)))
     vocab = _read_vocab_file(path / VOCAB_FILE) if (path / VOCAB_FILE).is_file() else None
     if (path / "tokenizer.json").is_file():
-        fast = read_json(path / "tokenizer.json", "Hugging Face tokenizer")
+        fast = read_json(path / "tokenizer.json", "Hugging Face tokenizer", max_bytes=MAX_VOCAB_FILE_BYTES)
         model, normalizer = fast.get("model") or {}, fast.get("normalizer") or {}
         for key, value in (("model", model), ("normalizer", normalizer)):
             if not isinstance(value, dict):
