@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertcli.errors import UsageError
+from bertcli.limits import MASKED_LM_PROB_RANGE, MAX_SEQ_LENGTH
 
 SEED_MAX = 2**32 - 1  # numpy's and SentencePiece's seeds are 32-bit
 MAX_WORKERS = 256  # processes: beyond any machine bertcli targets, far below what exhausts a process table
@@ -77,9 +78,9 @@ OPTIONS: dict[str, dict[str, Range]] = {
         "seed": SEED,
     },
     "make-data": {
-        "max_seq_length": _i(8, 512, "BERT's max_position_embeddings"),
-        "max_predictions": _i(1, 509, "and at most max_seq_length - 3"),
-        "masked_lm_prob": _f(0.05, 0.5),
+        "max_seq_length": _i(8, MAX_SEQ_LENGTH, "BERT's max_position_embeddings"),
+        "max_predictions": _i(1, MAX_SEQ_LENGTH - 3, "and at most max_seq_length - 3"),
+        "masked_lm_prob": _f(*MASKED_LM_PROB_RANGE),
         "mask_replace_prob": _f(0.0, 1.0),
         "random_replace_prob": _f(0.0, 1.0),
         "short_seq_prob": _f(0.0, 0.999999),
@@ -101,13 +102,16 @@ OPTIONS: dict[str, dict[str, Range]] = {
     "predict": {
         "top_k": _i(1, 1000),
     },
+    "finetune": {  # its config's keys are checked by finetune/config.py's validate
+        "seeds": _i(1, 100),
+    },
 }
 
 # dotted config key -> range (model.* are model.LIMITS and model.config_problems, shared with checkpoints)
 CONFIG: dict[str, Range] = {
     "seed": SEED,
     "data.num_workers": _i(0, 64, "0: load in the training process"),
-    "data.masked_lm_prob": _f(0.05, 0.5),
+    "data.masked_lm_prob": _f(*MASKED_LM_PROB_RANGE),
     "data.mask_replace_prob": _f(0.0, 1.0),
     "data.random_replace_prob": _f(0.0, 1.0),
     "train.global_batch_size": _i(1, 1 << 24),
