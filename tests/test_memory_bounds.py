@@ -163,3 +163,15 @@ def run_measured_python(code: str) -> tuple[int, str, float]:
     proc = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=600)
     peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB ", 1)[1].split()[0])
     return proc.returncode, proc.stderr, peak_kb / 1024
+
+
+@pytest.mark.slow
+def test_a_line_just_under_the_cap_of_one_letter_words_stays_under_the_bound(tokenizer_dir, tmp_path):
+    """A 7.8 MB line (under the 8 MiB cap, so it is read, split and tokenized: 3.9M tokens) is the
+    worst a line can cost; the skipped 100 MB line above is cheap only because it is skipped."""
+    path = tmp_path / "one_letter.txt"
+    path.write_text("A first sentence here.\n" + "a " * 3_900_000 + "\nAnd the last one.\n")
+    code, err, peak_mb = run_measured("make-data", path, "--tokenizer", tokenizer_dir, "--out", tmp_path / "data",
+                                      "--workers", "1", "--dupe-factor", "1")
+    assert code == 0, err
+    assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"

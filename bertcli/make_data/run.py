@@ -106,7 +106,7 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
+    check_usable(manifest, corpus.files or [corpus.options.dataset], opts, corpus.stats.inputs)
     tok.save(out_dir / ARTIFACT_DIR)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
