@@ -18,6 +18,7 @@ one-line error before any training step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from bertcli.checkpoint import STATE_FILE, check_torch_zip, load_weights, read_s
 from bertcli.console import console, shown
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import read_json
-from bertcli.model import ACTIVATIONS, BertConfig, config_problems
+from bertcli.model import BertConfig, config_problems
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
 SENTENCE_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # what only nsp and sop models have
@@ -54,6 +55,9 @@ def read_hf_config(path: Path) -> dict:
     checkpoint's trainer_state.json, before anything is allocated."""
     config_path = Path(path) / CONFIG_FILE
     config = read_json(config_path, "model config", max_bytes=1 << 20)
+    if (where := _non_finite(config)) is not None:
+        raise UsageError(f"{config_path}: {shown(where, 80)} is NaN or Infinity, which JSON does not allow and no BERT "
+                         "config holds; fix config.json")
     architectures = config.get("architectures") or []
     if not isinstance(architectures, list):
         architectures = []
@@ -67,6 +71,20 @@ def read_hf_config(path: Path) -> dict:
     if problems := config_problems({k: v for k, v in config.items() if k in bert_fields}):
         raise UsageError(f"{config_path}: {problems[0]}; it is not a BERT config bertcli can build, fix or re-export it")
     return config
+
+
+def _non_finite(node) -> str | None:
+    """The key path of the first NaN or Infinity in a JSON document (walked without recursion)."""
+    stack = [("", node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "the document"
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def model_config(init_from: str | None, model_section, vocab_size: int, tokenizer) -> BertConfig:
@@ -90,9 +108,9 @@ def model_config(init_from: str | None, model_section, vocab_size: int, tokenize
             raise UsageError(f"model.{name} is {section[name]!r} but {path / CONFIG_FILE} says {published!r}; "
                              f"with train.init_from the model's shape comes from config.json: remove model.{name}")
         values[name] = section[name] if name in TRAINING_CHOICES and set_by_user else published
-    if values["hidden_act"] not in ACTIVATIONS:
-        raise UsageError(f"{path / CONFIG_FILE}: hidden_act {values['hidden_act']!r} is not one of "
-                         f"{', '.join(ACTIVATIONS)}")
+    # a field config.json leaves out takes BERT-base's value (as transformers does): the whole must still fit
+    if problems := config_problems({**values, "vocab_size": vocab_size, "pad_token_id": pad}):
+        raise UsageError(f"{path / CONFIG_FILE}: {problems[0]} (a missing field is BERT-base's); fix config.json")
     if hf.get("vocab_size") != vocab_size:
         raise UsageError(f"{path / CONFIG_FILE} has vocab_size {hf.get('vocab_size')} but the data's tokenizer has "
                          f"{vocab_size}; make the data with the model's tokenizer (`bertcli tokenize --from {path}`)")
