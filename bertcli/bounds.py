@@ -118,7 +118,7 @@ CONFIG: dict[str, Range] = {
     "train.micro_batch_size": _i(1, 1 << 16),
     "train.max_steps": _i(1, COUNT),
     "train.warmup_steps": _i(0, COUNT, "and at most train.max_steps"),
-    "train.learning_rate": _f(0.0, 10.0, low_open=True),
+    "train.learning_rate": _f(0.0, 1e30, "a diverging run is stopped by the trainer", low_open=True),
     "train.weight_decay": _f(0.0, 10.0),
     "train.adam_beta1": _f(0.0, 0.999999),
     "train.adam_beta2": _f(0.0, 0.999999),

@@ -116,11 +116,11 @@ def _validated(ds, name: str):
 
 
 def open_dataset(options):
-    datasets = _datasets()
     name, path = options.dataset, Path(options.dataset)
+    if path.is_dir():
+        check_dataset_dir(path)  # before `datasets` is imported (seconds): a wrong directory fails at once
+    datasets = _datasets()
     try:
-        if path.is_dir():
-            check_dataset_dir(path)
         if path.is_dir() and any((path / m).is_file() for m in SAVED_MARKERS):
             ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
