@@ -105,6 +105,9 @@ OPTIONS: dict[str, dict[str, Range]] = {
     "finetune": {  # its config's keys are checked by finetune/config.py's validate
         "seeds": _i(1, 100),
     },
+    "glue": {
+        "seeds": _i(1, 100),
+    },
 }
 
 # dotted config key -> range (model.* are model.LIMITS and model.config_problems, shared with checkpoints)

@@ -24,6 +24,7 @@ REQUIRED = {
     "eval": ["--checkpoint", "{tmp}/run", "--data", "{tmp}/data"],
     "predict": ["x [MASK] y", "--checkpoint", "{tmp}/run"],
     "finetune": ["--model", "{tmp}/m", "--train", "{tmp}/t.csv", "--validation", "{tmp}/v.csv", "--out", "{tmp}/ft"],
+    "glue": ["--model", "{tmp}/m", "--data", "{tmp}/glue", "--out", "{tmp}/g"],
 }
 
 
@@ -89,7 +90,8 @@ def test_every_numeric_option_of_every_command_is_in_the_table():
     from bertcli import cli
 
     functions = {"tokenize": cli.tokenize, "make-data": cli.make_data_command, "show-data": cli.show_data_command,
-                 "eval": cli.eval_command, "predict": cli.predict, "finetune": cli.finetune}
+                 "eval": cli.eval_command, "predict": cli.predict, "finetune": cli.finetune,
+                 "glue": cli.glue}
     for command, function in functions.items():
         hints = inspect.get_annotations(function, eval_str=True)
         numeric = {n for n, h in hints.items() if h in (int, float) or str(h) in ("typing.Optional[int]",
