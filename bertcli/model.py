@@ -80,9 +80,7 @@ def config_problems(values: dict) -> list[str]:
     """What is wrong with a BertConfig's values (given as a dict), each naming its field."""
     p = []
     for name, (low, high) in LIMITS.items():
-        if name not in values:
-            continue
-        v = values[name]
+        v = values.get(name, low)  # an absent field is not checked here
         if not is_int(v) or not low <= v <= high:
             p.append(f"{name} must be an integer in [{low}, {high}], got {str(v)[:40]!r}")
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
