@@ -112,6 +112,7 @@ def test_utf16_without_a_bom_and_nul_heavy_text_are_said(cli, tmp_path, encoding
     assert ("UTF-16" in err) == encoding.startswith("utf-16")
 
 
+@pytest.mark.slow  # trains two tokenizers
 def test_bertcli_outputs_inside_an_input_directory_are_left_out_and_said(cli, tmp_path, tokenizer_dir):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -280,6 +281,7 @@ def test_a_saved_dataset_is_confined_to_its_directory(cli, saved, tmp_path, atta
     assert code == 1 and "state.json" in error_of(err), err
 
 
+@pytest.mark.slow  # a subprocess: the crash it guards against would kill pytest
 def test_arrow_offsets_out_of_bounds_are_refused_not_a_crash(saved, tmp_path):
     """Checked in a child: an unchecked read of these offsets is a segmentation fault."""
     import pyarrow as pa
