@@ -89,6 +89,8 @@ class SystemConfig:
     pad_vocab_multiple: int = _f(64, "widen the masked-LM decoder matmul to a multiple of this (faster kernels); "
                                      "weights and checkpoints keep the real vocab size. 1: off")
     cpu_threads: int = _f(0, "intra-op threads on the CPU (0: torch's default, one per core)")
+    peak_tflops: float | None = _f(None, "one device's peak TFLOP/s that MFU is measured against (null: a known GPU's "
+                                         "data-sheet peak for the precision, or the CPU's matmul rate measured at start)")
     log_interval: int = _f(10, "log metrics every this many steps")
     eval_interval: int = _f(0, "evaluate on the validation split every this many steps (0: only at the end)")
     eval_batches: int = _f(20, "validation batches per evaluation during training (0: all)")
@@ -316,6 +318,8 @@ def validate(c: Config) -> list[str]:
         p.append("system.pad_vocab_multiple must be at least 1 and system.cpu_threads at least 0")
     if s.eval_interval < 0 or s.eval_batches < 0:
         p.append("system.eval_interval and system.eval_batches must be >= 0")
+    if s.peak_tflops is not None and not s.peak_tflops > 0:
+        p.append(f"system.peak_tflops must be a positive number of TFLOP/s (or null), got {s.peak_tflops}")
     if c.data.num_workers < 0:
         p.append("data.num_workers must be >= 0")
     p.extend(_masking_problems(c.data))

@@ -90,6 +90,10 @@ def print_pretrain_summary(summary: dict) -> None:
                   f"{summary['elapsed']:.0f} s; run in {summary['run_dir']}")
     if summary.get("eval"):
         print_eval_table({**summary["eval"], "global_step": summary["step"]}, "validation")
+    if summary.get("report"):
+        from rich.markup import escape
+
+        console.print(f"report: {escape(summary['report'])} (open it in a browser)")
 
 
 def print_export_summary(summary: dict) -> None:

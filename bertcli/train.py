@@ -42,14 +42,16 @@ from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
 from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
+from bertcli.report import REPORT_FILE, is_bertcli_report, write_run_report
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
+from bertcli.utilization import StepCounts, device_peak, step_flops
 from bertcli.weights import load_pretrained, model_config
 
 
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "checkpoints", "tensorboard")  # what a run directory holds
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "checkpoints", "tensorboard", REPORT_FILE)  # what a run directory holds
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -151,7 +153,8 @@ class Trainer:
         self.loader = make_loader(self.data, self.plan, rt.rank, self.remask, self.step, t.max_steps,
                                   c.data.num_workers, pin_memory=rt.device.type == "cuda")
         self.guard = DivergenceGuard(rt.device, rt.precision == "fp16", rt.distributed, self.run_dir)
-        self.window = MetricsWindow(rt.device, self.objective.sentence_log)
+        self.peak = device_peak(rt.device, rt.precision, s.peak_tflops)  # on the CPU: measured now, briefly
+        self.window = MetricsWindow(rt.device, self.objective.sentence_log, self.peak, rt.world_size)
         self.config_yaml = c.to_yaml()
         self.log = None
         if rt.is_main:
@@ -196,8 +199,8 @@ class Trainer:
                 raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
                                  "replace a run bertcli made, or set out_dir elsewhere")
             # only what a run writes is ever deleted: a file the user put there stops --overwrite
-            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir",
-                             allowed_entries=RUN_ENTRIES)
+            ours = RUN_ENTRIES if is_bertcli_report(out / REPORT_FILE) else tuple(e for e in RUN_ENTRIES if e != REPORT_FILE)
+            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir", allowed_entries=ours)
             if entries:  # validated, owned, and --overwrite: only now is the old run deleted
                 for entry in entries:
                     if entry.is_dir() and not entry.is_symlink():
@@ -250,7 +253,7 @@ class Trainer:
 
     # ---- one optimizer step ------------------------------------------------------------------
 
-    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int) -> None:
+    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int, global_flops: int = 0) -> None:
         """Forward/backward this rank's micro-batches and apply the update (unless the guard holds it)."""
         t, rt, world = self.config.train, self.runtime, self.runtime.world_size
         lr = get_lr(self.step, t)
@@ -281,7 +284,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += global_tokens
-        self.window.end_step(grad_norm, lr, global_tokens)
+        self.window.end_step(grad_norm, lr, global_tokens, global_flops)
 
     def _reduce_counts(self, values: list[float]) -> list[float]:
         """The step's one host–device sync (DDP only): host-known counts of every rank in one all-reduce."""
@@ -304,16 +307,19 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, stop_now, time_up = self._reduce_counts([
+                masked, tokens, examples, pairs, stop_now, time_up = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
-                    float(stop.requested), float(time_up)])
+                    sum(len(b.next_sentence_labels) for b in micro_batches),
+                    sum(b.attention_pairs for b in micro_batches), float(stop.requested), float(time_up)])
                 if stop_now:
                     self._stop(stop.signum)
                 if time_up:
                     if rt.is_main:
                         console.print(f"train.max_time {t.max_time} reached at step {self.step}")
                     break
-                self.train_step(micro_batches, int(masked), int(tokens))
+                flops = step_flops(self.model_config, StepCounts(int(tokens), int(masked), int(examples), int(pairs)),
+                                   self.objective.has_sentence_task)
+                self.train_step(micro_batches, int(masked), int(tokens), flops)
                 self.guard.poll()
                 self._after_step()
         return self._finish()
@@ -330,6 +336,7 @@ class Trainer:
             self.last_eval = self._evaluate()
         if checkpoint_due:
             self._save()
+            self._report()
 
     def _stop(self, signum: int | None) -> None:
         import signal
@@ -350,7 +357,9 @@ class Trainer:
             console.print("no final evaluation: the data has no validation split (make-data --validation-fraction)")
         if self.log is not None:
             self.log.close()
+        report = self._report()
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
+                "report": str(report) if report is not None else None,
                 "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir),
                 "flops_per_token": flops_per_token(self.model_config, self.data.max_seq_length, parameter_count(self.model))}
 
@@ -379,6 +388,10 @@ class Trainer:
         self.last_saved = self.step
         return saved
 
+    def _report(self) -> Path | None:
+        """report.html in the run directory, rebuilt from what the run has written so far (rank 0)."""
+        return write_run_report(self.run_dir) if self.runtime.is_main else None
+
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
         metrics = None
@@ -406,3 +419,5 @@ class Trainer:
             f"examples · global batch {t.global_batch_size} = micro {t.micro_batch_size} × accumulation "
             f"{self.plan.accumulation} × {rt.world_size} process(es) · ≤ {tokens_per_step:,} tokens per step · "
             f"{rt.device} {rt.precision} · {where} · out_dir {self.config.out_dir}")
+        peak = f"{self.peak.tflops:.3g} TFLOP/s per device" if self.peak.tflops is not None else "no MFU"
+        console.print(f"MFU against {peak} ({self.peak.source})")
