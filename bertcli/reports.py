@@ -118,7 +118,9 @@ def print_predictions(results: list[dict]) -> None:
         for rank in range(k):
             table.add_column(f"#{rank + 1}")
         for slot, mask in enumerate(result["masks"], 1):
-            table.add_row(str(slot), *(f"{escape(p['token'])} [dim]{p['probability']:.3f}[/dim]" for p in mask["predictions"]))
+            # the word each piece makes in its place ("##ing" after "walk": walking); --json keeps the raw pieces
+            table.add_row(str(slot), *(f"{escape(p.get('word', p['token']))} [dim]{p['probability']:.3f}[/dim]"
+                                       for p in mask["predictions"]))
         if result["masks"]:
             console.print(table)
         else:
