@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import TMP_PREFIX, atomic_directory, read_json, sha256_file, write_json_atomic
+from bertcli.limits import MAX_COUNT, SHA256, is_int
 from bertcli.model import BertConfig, BertForPreTraining, config_problems
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -46,8 +47,6 @@ STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
 STEP_DIR = re.compile(r"^step-(\d+)$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_COUNT = 2**62  # steps, tokens, seeds: far beyond any run, small enough for every integer type used
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -146,10 +145,6 @@ def resolve_checkpoint(path: Path) -> Path:
     return found[-1]
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -158,7 +153,7 @@ def state_problems(state: dict) -> list[str]:
     """What is wrong with a trainer_state.json's fields (empty when it is sound)."""
     p = []
     for key in ("step", "tokens_seen", "epoch", "seed", "global_batch_size"):
-        if key in state and not (_is_int(state[key]) and 0 <= state[key] <= MAX_COUNT):
+        if key in state and not (is_int(state[key]) and 0 <= state[key] <= MAX_COUNT):
             p.append(f"{key} must be an integer in [0, 2^62], got {str(state[key])[:40]!r}")
     if "global_batch_size" in state and state["global_batch_size"] == 0:
         p.append("global_batch_size must be at least 1")
@@ -179,7 +174,7 @@ def state_problems(state: dict) -> list[str]:
                                             for k, v in sig.items()):
         p.append("data_signature must be an object of strings and integers")
     files = state.get("files")
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) and SHA256.match(v)
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) and SHA256.fullmatch(v)
                                               for k, v in files.items()):
         p.append("files must map each file name to its sha256 (64 hex digits)")
     else:
@@ -297,7 +292,7 @@ def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
             if not ok:
                 raise DataError(where + f"param_groups[{i}].{key} is {str(value)[:40]!r}, not like AdamW's {mine[key]!r}" + fix)
     state = saved["state"]
-    if not isinstance(state, dict) or not all(_is_int(k) and 0 <= k < len(params) for k in state):
+    if not isinstance(state, dict) or not all(is_int(k) and 0 <= k < len(params) for k in state):
         raise DataError(where + "state must map parameter numbers to their AdamW state" + fix)
     for k, entry in state.items():
         p = params[k]
@@ -323,7 +318,7 @@ SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float, 
 def load_scaler_state(path: Path, scaler) -> None:
     saved = load_torch_state(path)
     if not isinstance(saved, dict) or set(saved) != set(SCALER_KEYS) or not all(
-            _is_number(saved[k]) and (typ is float or _is_int(saved[k])) and saved[k] >= 0 for k, typ in SCALER_KEYS.items()):
+            _is_number(saved[k]) and (typ is float or is_int(saved[k])) and saved[k] >= 0 for k, typ in SCALER_KEYS.items()):
         raise DataError(f"{path}: not a GradScaler state (scale, growth_factor, backoff_factor, growth_interval, "
                         "_growth_tracker as finite numbers); the checkpoint is damaged, use an earlier one")
     scaler.load_state_dict(saved)

@@ -16,6 +16,9 @@ import typer
 from bertcli import __version__
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
+from bertcli.limits import MASKED_LM_PROB_RANGE
+from bertcli.make_data.options import SHORT_SEQ_PROB, MakeDataOptions
+from bertcli.make_data.options import default as _MD
 from bertcli.stopping import terminate_like_ctrl_c
 
 app = typer.Typer(
@@ -140,22 +143,22 @@ def make_data_command(
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP, show_default=False),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory made by `bertcli tokenize`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write manifest.json and the shards to."),
-    objective: str = typer.Option("nsp", metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
-    cross_document: bool = typer.Option(True, "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
-    max_seq_length: int = typer.Option(128, help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
-    max_predictions: Optional[int] = typer.Option(None, help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
-    masked_lm_prob: float = typer.Option(0.15, help="Share of tokens to mask, 0.05 to 0.5.", rich_help_panel=DATA_PANEL),
-    mask_replace_prob: float = typer.Option(0.8, help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
-    random_replace_prob: float = typer.Option(0.1, help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
-    short_seq_prob: Optional[float] = typer.Option(None, help="nsp and sop: probability of a shorter target length for a document pass (default 0.1). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
-    dupe_factor: int = typer.Option(5, help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
-    whole_word_mask: bool = typer.Option(False, "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
-    seed: int = typer.Option(12345, help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
-    validation_fraction: float = typer.Option(0.01, help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
-    window_chars: int = typer.Option(1_000_000, help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
-    shard_size: int = typer.Option(100_000, help="Instances per shard.", rich_help_panel=RUN_PANEL),
-    workers: int = typer.Option(0, help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
-    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
+    objective: str = typer.Option(_MD("objective"), metavar="<nsp|sop|mlm>", help="nsp: BERT's next-sentence pairs; sop: ALBERT's sentence-order pairs; mlm: no pairs, sentences packed to max_seq_length (RoBERTa).", rich_help_panel=DATA_PANEL),
+    cross_document: bool = typer.Option(_MD("cross_document"), "--cross-document/--no-cross-document", metavar=FLAG, show_default=False, help="mlm: let a sequence run on into the next document, a [SEP] between them (RoBERTa's FULL-SENTENCES); --no-cross-document packs each document alone (DOC-SENTENCES). On by default.", rich_help_panel=SWITCHES_PANEL),
+    max_seq_length: int = typer.Option(_MD("max_seq_length"), help="Tokens per instance, [CLS] and [SEP]s included.", rich_help_panel=DATA_PANEL),
+    max_predictions: Optional[int] = typer.Option(_MD("max_predictions"), help="Masked positions per instance at most (default: ceil(max_seq_length × masked_lm_prob), 20 at 128 as Google).", rich_help_panel=DATA_PANEL, show_default=False),
+    masked_lm_prob: float = typer.Option(_MD("masked_lm_prob"), help=f"Share of tokens to mask, {MASKED_LM_PROB_RANGE[0]} to {MASKED_LM_PROB_RANGE[1]}.", rich_help_panel=DATA_PANEL),
+    mask_replace_prob: float = typer.Option(_MD("mask_replace_prob"), help="Share of the chosen positions that become [MASK].", rich_help_panel=DATA_PANEL),
+    random_replace_prob: float = typer.Option(_MD("random_replace_prob"), help="Share of the chosen positions that become a random token (the rest stay as they are).", rich_help_panel=DATA_PANEL),
+    short_seq_prob: Optional[float] = typer.Option(_MD("short_seq_prob"), help=f"nsp and sop: probability of a shorter target length for a document pass (default {SHORT_SEQ_PROB}). mlm refuses it.", rich_help_panel=DATA_PANEL, show_default=False),
+    dupe_factor: int = typer.Option(_MD("dupe_factor"), help="Passes over the corpus, each with different pairs and masks.", rich_help_panel=DATA_PANEL),
+    whole_word_mask: bool = typer.Option(_MD("whole_word_mask"), "--whole-word-mask/--no-whole-word-mask", metavar=FLAG, show_default=False, help="Mask all pieces of a word together.", rich_help_panel=SWITCHES_PANEL),
+    seed: int = typer.Option(_MD("seed"), help="Seed for pairs, masks and the validation choice.", rich_help_panel=DATA_PANEL),
+    validation_fraction: float = typer.Option(_MD("validation_fraction"), help="Share of documents held out for validation (0 allowed).", rich_help_panel=DATA_PANEL),
+    window_chars: int = typer.Option(_MD("window_chars"), help="Characters of text per unit of work; random-next documents are drawn from the same window.", rich_help_panel=DATA_PANEL),
+    shard_size: int = typer.Option(_MD("shard_size"), help="Instances per shard.", rich_help_panel=RUN_PANEL),
+    workers: int = typer.Option(_MD("workers"), help="Processes (0: all cores). The output does not depend on it.", rich_help_panel=RUN_PANEL),
+    strict: bool = typer.Option(_MD("strict"), "--strict", metavar=FLAG, help="Fail on invalid bytes, bad records and missing fields instead of counting them.", rich_help_panel=RUN_PANEL),
     resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue an interrupted run in --out, keeping its finished shards.", rich_help_panel=RUN_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory.", rich_help_panel=RUN_PANEL),
     input_format: Optional[str] = _IN["input_format"], text_field: str = _IN["text_field"],
@@ -165,7 +168,7 @@ def make_data_command(
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
     from bertcli.corpus import expand_inputs
-    from bertcli.make_data import MakeDataOptions, make_data
+    from bertcli.make_data import make_data
     from bertcli.reports import print_make_data_report
 
     options = MakeDataOptions(objective=objective, cross_document=cross_document, max_seq_length=max_seq_length,
@@ -295,6 +298,48 @@ def predict(
             typer.echo(json.dumps(result, ensure_ascii=False))
     else:
         print_predictions(results)
+
+
+@app.command(no_args_is_help=True)
+def finetune(
+    model: Path = typer.Option(..., "--model", "-m", help="A bertcli checkpoint or run directory, a bertcli export, or a Hugging Face BERT directory.", show_default=False),
+    train: Path = typer.Option(..., "--train", help="Training split: .csv, .tsv, .jsonl, .parquet or a Hugging Face save_to_disk directory.", rich_help_panel=DATA_PANEL, show_default=False),
+    validation: Path = typer.Option(..., "--validation", help="Validation split (evaluated after every epoch), in any of the same formats.", rich_help_panel=DATA_PANEL, show_default=False),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test split to predict (labels not needed); written to test_predictions.tsv.", rich_help_panel=DATA_PANEL, show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write results.json, metrics.jsonl, predictions and model/ to.", show_default=False),
+    text_field: str = typer.Option("text", "--text-field", help="Column with the text (a column index for headerless CSV/TSV).", rich_help_panel=DATA_PANEL),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column with the second text of a pair, if any.", rich_help_panel=DATA_PANEL, show_default=False),
+    label_field: str = typer.Option("label", "--label-field", help="Column with the label.", rich_help_panel=DATA_PANEL),
+    task_type: str = typer.Option("classification", "--task-type", metavar="<classification|regression>", help="classification (labels: strings or integers) or regression (a number).", rich_help_panel=DATA_PANEL),
+    task_name: Optional[str] = typer.Option(None, "--task-name", help="Name of the task in results.json \\[default: the --train file's name, or its directory's for train.*].", rich_help_panel=DATA_PANEL, show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (see configs/finetune.yaml) \\[default: its values].", rich_help_panel=RUN_PANEL, show_default=False),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.learning_rate=3e-5; repeat --set for each key.", rich_help_panel=RUN_PANEL),
+    seeds: int = typer.Option(1, "--seeds", help="Runs with seeds seed, seed+1, …; the median over them is reported.", rich_help_panel=RUN_PANEL),
+    init: str = typer.Option("pretrained", "--init", metavar="<pretrained|random>", help="random: the same shape from a random initialisation, the baseline that shows what pretraining gained.", rich_help_panel=RUN_PANEL),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a non-empty --out directory (only one bertcli finetune wrote).", rich_help_panel=RUN_PANEL),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print results.json as one JSON object on stdout."),
+) -> None:
+    """Fine-tune a classifier (or regressor) on labelled text and report validation metrics: the median over --seeds."""
+    import json
+
+    from bertcli.finetune.config import load_finetune_config
+    from bertcli.finetune.data import Fields
+    from bertcli.finetune.run import FinetuneOptions, finetune as run_finetune, print_results
+    from bertcli.runtime import resolve_device
+
+    cfg = load_finetune_config(config, set_)
+    options = FinetuneOptions(model=model, train=train, validation=validation, test=test, out=out,
+                              fields=Fields(text_field, text_pair_field, label_field), task_type=task_type,
+                              task_name=task_name, seeds=seeds, init=init, overwrite=overwrite)
+    options.check()
+    if cfg.system.cpu_threads:
+        import torch
+        torch.set_num_threads(cfg.system.cpu_threads)
+    with terminate_like_ctrl_c():
+        results = run_finetune(options, cfg, resolve_device(cfg.system.device))
+    print_results(results)
+    if json_out:
+        typer.echo(json.dumps(results))
 
 
 @app.command(no_args_is_help=True)

@@ -20,6 +20,7 @@ from typing import Literal, Optional, Union
 import yaml
 
 from bertcli.errors import UsageError
+from bertcli.limits import MASKED_LM_PROB_RANGE
 from bertcli.model import DATA_FIELDS, BertConfig, config_problems
 
 # YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
@@ -41,7 +42,7 @@ def _f(default, help: str):
 class DataConfig:
     dir: Union[str, list[str]] = _f("", "a make-data output directory, or a list of them made with the same tokenizer")
     masking: Literal["static", "dynamic"] = _f("static", "static: the masks make-data wrote; dynamic: re-mask every epoch (RoBERTa)")
-    masked_lm_prob: Optional[float] = _f(None, "dynamic masking: share of tokens to mask, 0.05 to 0.5 "
+    masked_lm_prob: Optional[float] = _f(None, f"dynamic masking: share of tokens to mask, {MASKED_LM_PROB_RANGE[0]} to {MASKED_LM_PROB_RANGE[1]} "
                                                "(null: the data's --masked-lm-prob)")
     mask_replace_prob: Optional[float] = _f(None, "dynamic masking: share of masked positions that become [MASK] "
                                                   "(null: the data's, 0.8 as BERT)")
@@ -172,7 +173,8 @@ def _unknown(key: str, known: list[str], prefix: str) -> str:
     return f"unknown key {prefix}{key}{hint}"
 
 
-def _build(cls, values: dict, prefix: str, problems: list[str]):
+def _build(cls, values: dict, prefix: str, problems: list[str], sections: dict | None = None):
+    """`cls` from a YAML mapping; `sections`: the fields of the root that are sections (dataclasses)."""
     known = [f.name for f in fields(cls)]
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -180,13 +182,13 @@ def _build(cls, values: dict, prefix: str, problems: list[str]):
         if key not in known:
             problems.append(_unknown(str(key)[:60], known, prefix))
             continue
-        if key in SECTIONS and cls is Config:
+        if sections and key in sections:
             if value is None:
                 value = {}
             if not isinstance(value, dict):
                 problems.append(f"{key} must be a mapping of keys")
                 continue
-            kwargs[key] = _build(SECTIONS[key], value, f"{key}.", problems)
+            kwargs[key] = _build(sections[key], value, f"{key}.", problems)
             continue
         hint = hints[key]
         numeric = hint is float or (hint == Optional[float] and value is not None)
@@ -256,6 +258,13 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def load_config(path: Path | None, overrides: list[str] = ()) -> Config:
+    """The pretraining config: `path` (YAML) with `overrides` (`--set` assignments) applied, validated."""
+    return load_sectioned_config(path, overrides, Config, SECTIONS, validate)
+
+
+def load_sectioned_config(path: Path | None, overrides, root: type, sections: dict, validate_fn):
+    """A config of `root` (a dataclass whose `sections` fields are dataclasses) from YAML and `--set`s:
+    every problem collected, each naming its key, then `validate_fn(config)`'s. Shared by pretrain and finetune."""
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -272,12 +281,12 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> Config:
             at = f" at line {where.line + 1}" if where else ""
             raise UsageError(f"config {path} is not valid YAML{at}; fix the syntax") from None
         if not isinstance(raw, dict):
-            raise UsageError(f"config {path} must be a mapping of sections (data, model, train, system)")
+            raise UsageError(f"config {path} must be a mapping of sections ({', '.join(sections)})")
     for assignment in overrides:
         apply_override(raw, assignment)
     problems: list[str] = []
-    config = _build(Config, raw, "", problems)  # a value of the wrong type is reported and left at its default,
-    problems.extend(validate(config))  # so that the contradictions among the others are reported too
+    config = _build(root, raw, "", problems, sections)  # a value of the wrong type is reported and left at its
+    problems.extend(validate_fn(config))  # default, so that the contradictions among the others are reported too
     if problems:
         where = f"config {path}" if path else "config"
         raise UsageError(f"{where}: " + "; ".join(problems))
@@ -334,8 +343,9 @@ def _masking_problems(d: DataConfig) -> list[str]:
     if given and d.masking != "dynamic":
         p.append(f"data.{given[0]} applies to data.masking: dynamic only (static masks are the ones make-data wrote); "
                  "set data.masking: dynamic or drop it")
-    if d.masked_lm_prob is not None and not 0.05 <= d.masked_lm_prob <= 0.5:
-        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between 0.05 and 0.5")
+    low, high = MASKED_LM_PROB_RANGE
+    if d.masked_lm_prob is not None and not low <= d.masked_lm_prob <= high:
+        p.append(f"data.masked_lm_prob {d.masked_lm_prob} must be between {low} and {high}")
     split = [v for v in (d.mask_replace_prob, d.random_replace_prob) if v is not None]
     if any(not 0.0 <= v <= 1.0 for v in split) or sum(split) > 1.0 + 1e-9:
         p.append("data.mask_replace_prob and data.random_replace_prob must be in [0, 1] and add up to at most 1")

@@ -1,36 +1,27 @@
-"""BERT's pretraining instances: next-sentence pairs and masked-LM masking.
+"""What every objective's instances share: tokenized windows, the tokenizer's special ids, and
+BERT's masked-LM masking.
 
-Pure functions of (tokenized documents, random generators): no files, no processes. The rules
-are Google's `create_pretraining_data.py` (see shared/bert_reference.md), with two fixes:
-
-- a pair is labelled "random next" only when segment B really comes from another document. If
-  the 10 tries draw only the current document, the pair falls back to the actual next sentences
-  (label 0) and is counted; a one-sentence chunk with nothing after it is dropped and counted.
-- a masked position replaced by a random token gets a token the tokenizer allows as a
-  replacement, never a special token ([CLS], [MASK], …) or an [unused…] slot.
+Pure functions of (tokenized documents, random generators): no files, no processes. Pairs and
+packed sequences are built by the objectives (bertcli/objectives/); the masking rules are
+Google's `create_pretraining_data.py`, with one fix: a masked position replaced by a random
+token gets a token the tokenizer allows as a replacement, never a special token ([CLS],
+[MASK], …) or an [unused…] slot.
 
 Token ids of [CLS]/[SEP]/[MASK] and the allowed replacements come from the tokenizer (see
 `SpecialIds`), never from constants: a published vocabulary has [CLS]=101.
 
-Speed comes from never copying tokens while pairing. A window's documents are one flat token
-array; since A is always consecutive sentences of one document and so is B, a pair is just two
-(start, length) spans of it. The sequential part (Google's walk with its put-backs) runs on
-sentence offsets with one random draw per decision; tokens are gathered once for all pairs with
-numpy, and masks are sampled for all instances at once. The random *streams* differ from
-Google's script; the distributions of every decision are the same.
+Speed comes from never copying tokens while building instances. A window's documents are one
+flat token array, sentences are offsets into it, and masks are sampled for all instances at
+once with numpy. The random *streams* differ from Google's script; the distributions of every
+decision are the same.
 """
 
 from __future__ import annotations
 
-import random
-from array import array
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
-
-RANDOM_DOC_TRIES = 10
 
 
 @dataclass(frozen=True)
@@ -44,17 +35,6 @@ class SpecialIds:
     @classmethod
     def of(cls, tokenizer) -> "SpecialIds":
         return cls(tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id)
-
-
-@dataclass
-class PairStats:
-    """What pairing one window did; make-data adds the counts up for the manifest."""
-
-    random_next: int = 0
-    actual_next: int = 0
-    fallback_pairs: int = 0  # wanted a random B, only the same document was drawn: used the actual next
-    dropped_pairs: int = 0  # wanted a random B, none from another document and no next sentence: no instance
-    long_sentences: int = 0  # sentences longer than max_num_tokens (cut by truncation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +60,7 @@ class Window:
         document_of = np.repeat(np.arange(len(sentences_per_document)), sentences_per_document)
         kept = lengths > 0
         per_document = np.bincount(document_of[kept], minlength=len(sentences_per_document))
-        return cls(tokens, _starts(lengths[kept]), _starts(per_document[per_document > 0]))
+        return cls(tokens, offsets_of(lengths[kept]), offsets_of(per_document[per_document > 0]))
 
     @classmethod
     def from_documents(cls, documents: list[list[list[int]]]) -> "Window":
@@ -98,156 +78,9 @@ class Window:
         return np.diff(self.document_starts)
 
 
-def _starts(lengths: np.ndarray) -> np.ndarray:
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """[0, l0, l0 + l1, ...]: where each of the ragged rows starts, and the end."""
     return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# Next-sentence pairs
-
-@dataclass
-class Pairs:
-    """Pairs as (start, length) spans of `Window.tokens`; `truncate` makes them fit."""
-
-    a_start: np.ndarray
-    a_length: np.ndarray
-    b_start: np.ndarray
-    b_length: np.ndarray
-    is_random_next: np.ndarray  # uint8: 1 = B came from another document
-    fallback: np.ndarray  # uint8: 1 = a random B was wanted, but only the same document could be drawn
-
-    def __len__(self) -> int:
-        return len(self.a_start)
-
-    def take(self, order: np.ndarray) -> "Pairs":
-        return Pairs(*(getattr(self, name)[order] for name in self.__dataclass_fields__))
-
-
-def truncation_cuts(len_a, len_b, max_num_tokens: int):
-    """How many tokens Google's `truncate_seq_pair` removes from A and from B (ints or arrays).
-
-    Its loop removes one token at a time from the longer segment, B on a tie; once the two are
-    within one token of each other it alternates. Which side loses a token depends only on the
-    lengths, so the counts have a closed form; only front-or-back is random.
-    """
-    len_a, len_b = np.asarray(len_a, dtype=np.int64), np.asarray(len_b, dtype=np.int64)
-    excess = np.maximum(len_a + len_b - max_num_tokens, 0)
-    a_longer = len_a > len_b
-    # The longer side alone (ties go to B) until A == B, or B == A - 1 ...
-    lead = np.where(a_longer, len_a - len_b, len_b - len_a + 1)
-    alone = np.minimum(excess, lead)
-    # ... then alternating, starting with B if A was longer, else with A.
-    rest = excess - alone
-    first_side, second_side = (rest + 1) // 2, rest // 2
-    cut_a = np.where(a_longer, alone + second_side, first_side)
-    cut_b = np.where(a_longer, first_side, alone + second_side)
-    return cut_a, cut_b
-
-
-def truncate(pairs: Pairs, max_num_tokens: int, rng: np.random.Generator) -> Pairs:
-    """Google's truncation for all pairs at once: each cut token comes off the front with p 1/2."""
-    cut_a, cut_b = truncation_cuts(pairs.a_length, pairs.b_length, max_num_tokens)
-    return Pairs(pairs.a_start + rng.binomial(cut_a, 0.5), pairs.a_length - cut_a,
-                 pairs.b_start + rng.binomial(cut_b, 0.5), pairs.b_length - cut_b,
-                 pairs.is_random_next, pairs.fallback)
-
-
-def plan_pairs(window: Window, max_num_tokens: int, short_seq_prob: float, dupe_factor: int,
-               rng: random.Random) -> tuple[Pairs, PairStats]:
-    """Every pass over every document of the window, in order, untruncated (see `truncate`)."""
-    starts = window.sentence_starts.tolist()
-    document_starts = window.document_starts.tolist()
-    out = array("q")  # per pair: a_start, a_end, b_start, b_end, is_random_next, fallback
-    stats = PairStats(long_sentences=int((np.diff(window.sentence_starts) > max_num_tokens).sum()))
-    for _ in range(dupe_factor):
-        for d in range(window.num_documents):
-            document_pairs(d, starts, document_starts, max_num_tokens, short_seq_prob, rng, out, stats)
-    columns = np.frombuffer(out, dtype=np.int64).reshape(-1, 6).T if out else np.zeros((6, 0), dtype=np.int64)
-    pairs = Pairs(columns[0].copy(), columns[1] - columns[0], columns[2].copy(), columns[3] - columns[2],
-                  columns[4].astype(np.uint8), columns[5].astype(np.uint8))
-    stats.random_next = int(pairs.is_random_next.sum())
-    stats.actual_next = len(pairs) - stats.random_next
-    stats.fallback_pairs = int(pairs.fallback.sum())
-    return pairs, stats
-
-
-def document_pairs(d: int, starts: list[int], document_starts: list[int], max_num_tokens: int,
-                   short_seq_prob: float, rng: random.Random, out: array, stats: PairStats) -> None:
-    """Google's `create_instances_from_document` for one document and one pass, on spans.
-
-    `starts` are sentence token offsets, `document_starts` document sentence offsets (lists:
-    this loop runs once per pair and Python ints are faster here than numpy scalars). Appends
-    (a_start, a_end, b_start, b_end, is_random_next, fallback) per pair to `out`.
-    Uniform integers are `int(random() * n)`, as exact as Python floats allow and several times
-    cheaper than `randint`.
-    """
-    draw = rng.random
-    num_documents = len(document_starts) - 1
-    first, end = document_starts[d], document_starts[d + 1]
-    target = max_num_tokens  # drawn once per document and pass, as Google does
-    if draw() < short_seq_prob:
-        target = 2 + int(draw() * (max_num_tokens - 1))  # uniform in [2, max_num_tokens]
-    i = first
-    while i < end:
-        # The chunk is sentences [i, j): the fewest that reach the target, or the rest of the document.
-        j = bisect_left(starts, starts[i] + target, i + 1, end)
-        n = j - i
-        a = i + 1 + int(draw() * (n - 1)) if n >= 2 else j  # A is sentences [i, a)
-        if n == 1 or draw() < 0.5:
-            other = _other_document(d, num_documents, draw)
-            if other >= 0:
-                lo, hi = document_starts[other], document_starts[other + 1]
-                s = lo + int(draw() * (hi - lo))
-                # B: sentences from a random start until it reaches target - len(A), or that document ends.
-                e = bisect_left(starts, starts[s] + target - (starts[a] - starts[i]), s + 1, hi)
-                out.extend((starts[i], starts[a], starts[s], starts[e], 1, 0))
-                i = a  # put back: the chunk's unused sentences start the next chunk
-                continue
-            if n >= 2:
-                out.extend((starts[i], starts[a], starts[a], starts[j], 0, 1))
-            elif j < end:
-                # A one-sentence chunk that reached the target alone: its true successor is B
-                # (and still starts the next chunk).
-                out.extend((starts[i], starts[j], starts[j], starts[j + 1], 0, 1))
-            else:
-                stats.dropped_pairs += 1
-        else:
-            out.extend((starts[i], starts[a], starts[a], starts[j], 0, 0))
-        i = j
-
-
-def _other_document(d: int, num_documents: int, draw) -> int:
-    """Google's up-to-10 tries for a document other than d; -1 when every try drew d."""
-    for _ in range(RANDOM_DOC_TRIES):
-        other = int(draw() * num_documents)
-        if other != d:
-            return other
-    return -1
-
-
-def assemble(window: Window, pairs: Pairs, special: SpecialIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`[CLS] A [SEP] B [SEP]` for every pair, end to end: (tokens, offsets, segment_b_start).
-
-    One gather from the window's tokens plus a [CLS] and a [SEP] appended at its end. Each
-    instance is five runs (CLS, A, SEP, B, SEP) of consecutive source indices, so the index
-    array is a cumulative sum of steps: 1 inside a run, a jump to the next run's source at its
-    first position (cheaper than np.repeat).
-    """
-    n = len(pairs)
-    cls_at, sep_at = len(window.tokens), len(window.tokens) + 1
-    source = np.concatenate([window.tokens, np.array([special.cls, special.sep], dtype=window.tokens.dtype)])
-    one = np.ones(n, dtype=np.int64)
-    run_length = np.stack([one, pairs.a_length, one, pairs.b_length, one], axis=1).ravel()
-    run_source = np.stack([one * cls_at, pairs.a_start, one * sep_at, pairs.b_start, one * sep_at], axis=1).ravel()
-    offsets = _starts(pairs.a_length + pairs.b_length + 3)
-    # int32 indices when they fit (always, for windows of a sane size): half the memory traffic.
-    index_type = np.int32 if max(int(offsets[-1]), len(source)) < 2**31 else np.int64
-    step = np.ones(int(offsets[-1]), dtype=index_type)
-    if n:
-        run_start = np.cumsum(run_length) - run_length
-        step[run_start[1:]] = run_source[1:] - (run_source[:-1] + run_length[:-1] - 1)
-        step[0] = run_source[0]
-    return source[np.cumsum(step, dtype=index_type)], offsets, (pairs.a_length + 2).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -332,6 +332,28 @@ class PretrainingOutput:
     masked_count: torch.Tensor | None = None
 
 
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) weights, zero biases and padding row, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def set_fast_dropout(model: nn.Module, fast: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.fast = fast
+        elif isinstance(m, BertSelfAttention):
+            m.fast_dropout = fast
+
+
 class BertForPreTraining(nn.Module):
     def __init__(self, config: BertConfig, speed: Speed | None = None, sentence_task: bool = True):
         super().__init__()
@@ -344,24 +366,10 @@ class BertForPreTraining(nn.Module):
 
     def set_speed(self, speed: Speed) -> None:
         self.speed = speed
-        for m in self.modules():
-            if isinstance(m, Dropout):
-                m.fast = speed.fast_dropout
-            elif isinstance(m, BertSelfAttention):
-                m.fast_dropout = speed.fast_dropout
+        set_fast_dropout(self, speed.fast_dropout)
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_weights(module, self.config.initializer_range)
 
     def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels=None,
                 next_sentence_labels=None) -> PretrainingOutput:
@@ -392,6 +400,30 @@ class BertForPreTraining(nn.Module):
             out.nsp_loss_sum = F.cross_entropy(nsp_logits.float(), next_sentence_labels, reduction="sum")
             out.nsp_correct = (nsp_logits.argmax(-1) == next_sentence_labels).sum()
         return out
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT's fine-tuning classifier: pooled [CLS] → dropout → linear, with HF's keys (bert.*, classifier.*).
+
+    num_labels 1 is regression (HF's convention). The last encoder layer runs only at [CLS], the
+    one row the pooler reads (Speed.sparse_last_layer's idea, always on here: the logits are the same).
+    """
+
+    def __init__(self, config: BertConfig, num_labels: int, classifier_dropout: float | None = None,
+                 fast_dropout: bool = False):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.bert = BertModel(config)
+        self.dropout = Dropout(config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+        set_fast_dropout(self, fast_dropout)
+
+    def forward(self, input_ids, token_type_ids, attention_mask=None) -> torch.Tensor:
+        """(B, num_labels) logits; attention_mask None: no padding."""
+        cls_only = input_ids.new_zeros(input_ids.size(0), 1)  # (B, 1): position 0 of every sequence
+        _, pooled = self.bert(input_ids, token_type_ids, attention_mask, cls_only)  # pooled (B, C)
+        return self.classifier(self.dropout(pooled))
 
 
 def parameter_count(model: nn.Module) -> int:

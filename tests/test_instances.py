@@ -10,8 +10,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertcli.instances import (MaskingParams, PairStats, Pairs, SpecialIds, Window, assemble, document_pairs,
-                               mask_tokens, num_to_predict, plan_pairs, sample_ranks, truncate, truncation_cuts)
+from bertcli.instances import MaskingParams, SpecialIds, Window, mask_tokens, num_to_predict, sample_ranks
+from bertcli.objectives.nsp import document_pairs, plan_pairs
+from bertcli.objectives.pairs import PairStats, Pairs, assemble, truncate, truncation_cuts
 
 # bertcli's SentencePiece layout: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
 SPECIAL = SpecialIds(cls=2, sep=3, mask=4)

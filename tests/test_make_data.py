@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bertcli.make_data as make_data_module
+import bertcli.make_data.pool as pool_module
+import bertcli.make_data.writer as writer_module
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import OWNER_FILE, DirLock, mark_owned
@@ -141,7 +142,7 @@ def test_seed_changes_the_output(tokenizer_dir, tmp_path):
 # Resume
 
 def interrupt_after(monkeypatch, shards: int, error=KeyboardInterrupt):
-    real = make_data_module.write_shard
+    real = writer_module.write_shard
     calls = []
 
     def flaky(*args, **kwargs):
@@ -150,7 +151,7 @@ def interrupt_after(monkeypatch, shards: int, error=KeyboardInterrupt):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(make_data_module, "write_shard", flaky)
+    monkeypatch.setattr(writer_module, "write_shard", flaky)
 
 
 def test_resume_keeps_finished_shards_and_matches_an_uninterrupted_run(tokenizer_dir, tmp_path, monkeypatch):
@@ -417,7 +418,7 @@ def test_the_pool_is_spawned_before_any_thread_starts(tokenizer_dir, tmp_path, m
             seen.append((method, threading.active_count()))
             return multiprocessing.get_context(method)
 
-    monkeypatch.setattr(make_data_module, "mp", Recording())
+    monkeypatch.setattr(pool_module, "mp", Recording())
     threads_before = threading.active_count()
     make_data([SAMPLE], tokenizer_dir, tmp_path / "out", MakeDataOptions(**dict(SMALL, workers=2)), show_progress=True)
     assert seen == [("spawn", threads_before)]  # the progress bar's refresh thread starts after

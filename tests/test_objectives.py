@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from bertcli.errors import UsageError
-from bertcli.instances import MaskingParams, Window, assemble, mask_tokens, truncate
+from bertcli.instances import MaskingParams, Window, mask_tokens
 from bertcli.make_data import MakeDataOptions, build_window, make_data
-from bertcli.objectives import get_objective, pack_sequences, plan_sop_pairs, take_sequences
+from bertcli.objectives import get_objective
+from bertcli.objectives.mlm import pack_sequences, take_sequences
+from bertcli.objectives.pairs import assemble, truncate
+from bertcli.objectives.sop import plan_sop_pairs
 from bertcli.shards import PretrainingData, token_dtype, write_shard
 from conftest import SAMPLE, run_cli
 from objective_fixtures import NUM_SPECIAL, SPECIAL, PieceTokenizer, documents

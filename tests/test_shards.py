@@ -77,7 +77,7 @@ def test_reader_refuses_data_of_another_tokenizer(data_copy):
 
 
 def test_reader_checks_each_shard_once(data_copy, monkeypatch):
-    import bertcli.shards as shards
+    import bertcli.shards.dataset as shards
 
     hashed = []
     monkeypatch.setattr(shards, "sha256_file", lambda p: hashed.append(p) or hashlib.sha256(p.read_bytes()).hexdigest())

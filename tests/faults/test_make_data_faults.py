@@ -49,7 +49,7 @@ def reference(corpus, tokenizer_dir, tmp_path_factory):
 # file: a fault at a known point of the run, not after a guessed sleep.
 IN_SHARD_WRITE = """
 import contextlib, os, signal
-import bertcli.shards as _shards
+import bertcli.shards.format as _shards
 _atomic_path, _calls = _shards.atomic_path, [0]
 @contextlib.contextmanager
 def _faulty_atomic_path(path):
