@@ -219,6 +219,10 @@ def _cell(v) -> str:
     return f'<td class="n">{v:.4g}</td>' if abs(v) < 1e-3 or abs(v) >= 1e5 else f'<td class="n">{v:.4f}</td>'
 
 
+def _count(v) -> str:
+    return f'<td class="n">{v:,.0f}</td>' if isinstance(v, (int, float)) else "<td></td>"
+
+
 def _summary_table(runs: list[Run]) -> str:
     rows = ["<table><tr><th>run</th><th>directory</th><th>objective</th><th>last step</th><th>of</th>"
             "<th>tokens seen</th><th>time</th><th>last tokens/s</th><th>last MFU</th><th>peak memory (MB)</th></tr>"]
@@ -229,9 +233,9 @@ def _summary_table(runs: list[Run]) -> str:
         mfu = f"{last['mfu']:.1%}" if "mfu" in last else ""
         elapsed = f"{last['elapsed']:.0f} s" if "elapsed" in last else ""
         rows.append(f"<tr><td>{escape(run.name)}</td><td>{escape(str(run.path))}</td><td>{escape(str(objective))}</td>"
-                    f"{_cell(last.get('step', ''))}{_cell(max_steps if max_steps is not None else '')}"
-                    f"{_cell(last.get('tokens_seen', ''))}<td>{elapsed}</td>{_cell(last.get('tokens_per_second', ''))}"
-                    f"<td>{mfu}</td>{_cell(max((r['peak_memory_mb'] for r in run.train if 'peak_memory_mb' in r), default=''))}</tr>")
+                    f"{_count(last.get('step'))}{_count(max_steps)}{_count(last.get('tokens_seen'))}<td>{elapsed}</td>"
+                    f"{_count(last.get('tokens_per_second'))}<td>{mfu}</td>"
+                    f"{_count(max((r['peak_memory_mb'] for r in run.train if 'peak_memory_mb' in r), default=None))}</tr>")
     rows.append("</table>")
     return "".join(rows)
 

@@ -59,11 +59,11 @@ def thin(x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, buckets: int 
     return np.unique(np.concatenate([starts, ends, lowest, highest]))
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 × 10^k apart) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, whole: bool = False) -> list[float]:
+    """Round tick values (1, 2 or 5 × 10^k apart) covering [lo, hi]; `whole`: at least 1 apart (steps)."""
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / max(count, 1)
+    raw = max((hi - lo) / max(count, 1), 1.0 if whole else 0.0)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     first = math.ceil(lo / step - 1e-9) * step
@@ -84,8 +84,6 @@ def format_number(v: float, percent: bool = False) -> str:
             return f"{v / limit:.3g}{suffix}"
     if a == 0:
         return "0"
-    if a < 1e-3:
-        return f"{v:.1e}"
     return f"{v:.3g}"
 
 
@@ -99,11 +97,12 @@ def _range(values: list[float]) -> tuple[float, float]:
 
 
 def line_chart(series: list[Series], x_label: str, percent: bool = False, y_floor: float | None = None) -> str:
-    """An <svg> of the series (at least one with a point); y_floor: the y axis starts no lower."""
+    """An <svg> of the series (at least one with a point); y_floor: the y axis starts no lower.
+    The x values are counts (steps, tokens): ticks are whole numbers."""
     drawn = [s for s in series if s.points]
     xs = [p[0] for s in drawn for p in s.points]
     ys = [p[1] for s in drawn for p in s.points]
-    x0, x1 = (min(xs), max(xs)) if min(xs) < max(xs) else _range(xs)
+    x0, x1 = (min(xs), max(xs)) if min(xs) < max(xs) else (min(xs) - 1, min(xs) + 1)
     y0, y1 = _range(ys)
     if y_floor is not None and y0 < y_floor <= min(ys):
         y0 = y_floor
@@ -124,7 +123,7 @@ def line_chart(series: list[Series], x_label: str, percent: bool = False, y_floo
         y = py(t)
         out.append(f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                    f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{format_number(t, percent)}</text>')
-    for t in nice_ticks(x0, x1, 6):
+    for t in nice_ticks(x0, x1, 6, whole=True):
         x = px(t)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + h}" class="grid"/>'
                    f'<text x="{x:.1f}" y="{top + h + 16}" class="tick" text-anchor="middle">{format_number(t)}</text>')
