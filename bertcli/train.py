@@ -41,7 +41,7 @@ from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
-from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
+from bertcli.model import BertForPreTraining, parameter_count
 from bertcli.report import REPORT_FILE, is_bertcli_report, write_run_report
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
@@ -360,8 +360,7 @@ class Trainer:
         report = self._report()
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
                 "report": str(report) if report is not None else None,
-                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir),
-                "flops_per_token": flops_per_token(self.model_config, self.data.max_seq_length, parameter_count(self.model))}
+                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir)}
 
     # ---- hooks -------------------------------------------------------------------------------
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bertcli import __version__
+from bertcli.console import warn
 from bertcli.corpus import Corpus
 from bertcli.errors import UsageError
 from bertcli.fsutil import TMP_PREFIX, input_file_problem, refuse_overlap, write_json_atomic
-from bertcli.make_data.diagnostics import check_usable, warn_about
+from bertcli.make_data.diagnostics import check_usable, warnings_about
 from bertcli.make_data.options import MakeDataOptions
 from bertcli.make_data.output import write_out_dir
 from bertcli.make_data.pool import run_pool, worker_pool
@@ -107,10 +108,12 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
     check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
+    manifest["warnings"] = warnings_about(manifest, corpus, opts)
     tok.save(out_dir / ARTIFACT_DIR)
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
     for leftover in out_dir.rglob(f"{TMP_PREFIX}*"):
         leftover.unlink()
-    warn_about(manifest, corpus, opts)
+    for message in manifest["warnings"]:
+        warn(message)
     return manifest
