@@ -41,7 +41,8 @@ from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
                             write_bytes_atomic, writable_problem)
-from bertcli.model import BertForPreTraining, parameter_count
+from bertcli.architectures import build_model, name_of
+from bertcli.model import parameter_count
 from bertcli.report import REPORT_FILE, is_bertcli_report, write_run_report
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
@@ -67,10 +68,10 @@ def get_lr(step: int, t: TrainConfig) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm (Google's exclusion list)."""
+    """No weight decay on biases and LayerNorm (Google's exclusion list; ModernBERT's norms have other names)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or p.ndim < 2 else decay).append(p)  # (ndim: any norm)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -127,10 +128,13 @@ class Trainer:
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
         self.remask = dynamic_masking(self.data, c.data, self.tokenizer)
         self.objective = self.data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
+        if self.objective.has_sentence_task and name_of(self.model_config) == "modernbert":
+            raise UsageError(f"model.architecture modernbert trains masked-LM only (ModernBERT has no sentence head), "
+                             f"but data.dir holds {self.objective.name} data; make it with `make-data --objective mlm`")
         ckpt = self._checkpoint_to_resume(resume)
 
         torch.manual_seed(c.seed)
-        self.model = BertForPreTraining(self.model_config, speed_settings(s), self.objective.has_sentence_task)
+        self.model = build_model(self.model_config, speed_settings(s), self.objective.has_sentence_task)
         state = None
         if ckpt is not None:
             state = read_state(ckpt)
@@ -307,10 +311,12 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, examples, pairs, stop_now, time_up = self._reduce_counts([
+                masked, tokens, examples, pairs, stop_now, time_up, diverged = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
-                    sum(len(b.next_sentence_labels) for b in micro_batches),
-                    sum(b.attention_pairs for b in micro_batches), float(stop.requested), float(time_up)])
+                    sum(len(b.next_sentence_labels) for b in micro_batches), sum(b.attention_pairs for b in micro_batches),
+                    float(stop.requested), float(time_up), float(self.guard.known())])
+                if diverged:  # some rank has seen a bad step: every rank stops here, at the same step
+                    self.guard.check()
                 if stop_now:
                     self._stop(stop.signum)
                 if time_up:
@@ -320,7 +326,6 @@ class Trainer:
                 flops = step_flops(self.model_config, StepCounts(int(tokens), int(masked), int(examples), int(pairs)),
                                    self.objective.has_sentence_task)
                 self.train_step(micro_batches, int(masked), int(tokens), flops)
-                self.guard.poll()
                 self._after_step()
         return self._finish()
 
@@ -393,6 +398,7 @@ class Trainer:
 
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
+        self.guard.check()  # on every rank, before rank 0 evaluates: never evaluate past a step that went bad
         metrics = None
         if rt.is_main and len(self.validation):
             metrics = evaluate(self.model, eval_batches(self.validation, t.micro_batch_size, s.eval_batches),

@@ -266,3 +266,4 @@ def test_docs_options_match_help(cli, monkeypatch):
     section = re.search(r"^### `bertcli finetune.*?(?=^#{2,3} )", docs, re.S | re.M).group(0)
     in_docs = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", section))
     assert in_help == in_docs, (in_help - in_docs, in_docs - in_help)
+

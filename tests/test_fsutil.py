@@ -45,9 +45,12 @@ def test_non_empty_directory_needs_overwrite_and_a_matching_marker(tmp_path):
 
 
 def test_empty_or_missing_directory_is_fine(tmp_path):
-    check_output_dir(tmp_path / "new" / "deeper", "data", overwrite=False)
+    """Accepted without --overwrite, and checking touches nothing (a check, not a claim)."""
+    assert check_output_dir(tmp_path / "new" / "deeper", "data", overwrite=False) is None
+    assert not (tmp_path / "new").exists()
     (tmp_path / "empty").mkdir()
-    check_output_dir(tmp_path / "empty", "data", overwrite=False)
+    assert check_output_dir(tmp_path / "empty", "data", overwrite=False) is None
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"] and not any((tmp_path / "empty").iterdir())
 
 
 def test_file_in_the_way_and_broken_link(tmp_path):

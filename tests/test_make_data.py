@@ -428,6 +428,17 @@ def test_the_pool_is_spawned_before_any_thread_starts(tokenizer_dir, tmp_path, m
     assert output_files(tmp_path / "out") == output_files(make_reference(tokenizer_dir, tmp_path))
 
 
+def test_an_input_of_one_window_is_built_without_a_pool(tokenizer_dir, tmp_path, monkeypatch):
+    from bertcli.make_data import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "mp", None)  # a pool would fail to start
+    one_window = dict(SMALL, window_chars=10**6)  # the 253 kB sample in one window
+    make(tmp_path / "two", tokenizer_dir, workers=2, **one_window)
+    make(tmp_path / "one", tokenizer_dir, workers=1, **one_window)
+    assert output_files(tmp_path / "two") == output_files(tmp_path / "one")
+    assert pool_module.paying_workers(4, 3 * 10**6 + 1, 10**6) == 4 and pool_module.paying_workers(4, None, 10) == 4
+
+
 def make_reference(tokenizer_dir, tmp_path) -> Path:
     make(tmp_path / "ref", tokenizer_dir, workers=1, **SMALL)
     return tmp_path / "ref"

@@ -141,7 +141,7 @@ def finetune_one(model: ModelSpec, train, validation, test, task_type: str, labe
     for epoch in range(1, t.epochs + 1):
         order = np.random.default_rng(stream_seed(seed, STREAM_ORDER, epoch)).permutation(len(train))
         loss_sum = torch.zeros((), device=device)
-        epoch_started = time.perf_counter()
+        epoch_started, epoch_cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(order), t.batch_size):
             batch = collate(train, order[start:start + t.batch_size], pad_id).to(device)
             for group in optimizer.param_groups:
@@ -159,12 +159,13 @@ def finetune_one(model: ModelSpec, train, validation, test, task_type: str, labe
             loss_sum += loss.detach() * len(batch.input_ids)
             step += 1
         trained += len(order)
-        seconds = time.perf_counter() - epoch_started
+        seconds, cpu_seconds = time.perf_counter() - epoch_started, time.process_time() - epoch_cpu
         train_seconds += seconds
         logits = predict(net, validation, config.system.eval_batch_size, device, pad_id)
         metrics = task_metrics(task_type, outputs_of(logits, task_type), validation.targets, num_labels)
         record = {"seed": seed, "init": init, "epoch": epoch, "step": step, "train_loss": float(loss_sum) / len(order),
                   "learning_rate": get_lr(step - 1, sched), "seconds": round(seconds, 3),
+                  "cpu_seconds": round(cpu_seconds, 3),
                   **{f"validation/{k}": v for k, v in metrics.items()}}
         epochs.append(record)
         if log is not None:

@@ -11,6 +11,15 @@ from bertcli.make_data.reading import read_windows
 from bertcli.make_data.windows import build_in_worker, init_worker
 
 
+def paying_workers(workers: int, input_bytes: int | None, window_chars: int) -> int:
+    """At most one worker per window of the input: a spawned worker costs an import of bertcli
+    (~0.3 CPU-seconds) and idles without a window to build, so an input of one window is built in
+    this process. input_bytes None (a dataset, its size unknown up front): the workers asked for."""
+    if workers <= 1 or input_bytes is None:
+        return workers
+    return max(1, min(workers, -(-input_bytes // window_chars)))
+
+
 @contextmanager
 def worker_pool(workers: int, tokenizer_dir: Path):
     """A pool of `workers` processes (None for one worker: build in this process).

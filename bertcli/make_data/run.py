@@ -31,7 +31,7 @@ from bertcli.fsutil import TMP_PREFIX, input_file_problem, refuse_overlap, write
 from bertcli.make_data.diagnostics import check_usable, warnings_about
 from bertcli.make_data.options import MakeDataOptions
 from bertcli.make_data.output import write_out_dir
-from bertcli.make_data.pool import run_pool, worker_pool
+from bertcli.make_data.pool import paying_workers, run_pool, worker_pool
 from bertcli.make_data.progress import Progress, cpu_time
 from bertcli.make_data.reading import read_windows
 from bertcli.make_data.windows import build_window, masking_params
@@ -77,7 +77,8 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
 
     writers = {s: SplitWriter(out_dir, s, opts, tok, states[s], save) for s in SPLITS}
     save()
-    workers = opts.workers or (os.cpu_count() or 1)
+    input_bytes = None if corpus.options.dataset else corpus.stats.total_bytes
+    workers = paying_workers(opts.workers or (os.cpu_count() or 1), input_bytes, opts.window_chars)
     started, cpu_started = time.perf_counter(), cpu_time()
     # The pool first: its processes must start before the progress bar's refresh thread does.
     with worker_pool(workers, tokenizer_dir) as pool, Progress(corpus, show_progress) as progress:
