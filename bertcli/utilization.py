@@ -67,9 +67,12 @@ class StepCounts:
 
 
 def encoder_matmul_weights(c: BertConfig) -> int:
-    """N_enc: the weights of the encoder's matrix multiplies (biases and LayerNorm left out)."""
+    """N_enc: the weights of the encoder's matrix multiplies (biases and LayerNorm left out). ModernBERT's
+    GeGLU feed-forward has three d × d_ff matrices (its input projection is two); its sliding-window
+    layers are counted as global ones, so its attention count is an upper bound."""
     d, ff = c.hidden_size, c.intermediate_size
-    return c.num_hidden_layers * (4 * d * d + 2 * d * ff)
+    ff_matrices = 3 if getattr(c, "architecture", "bert") == "modernbert" else 2
+    return c.num_hidden_layers * (4 * d * d + ff_matrices * d * ff)
 
 
 def step_flops(c: BertConfig, counts: StepCounts, sentence_task: bool) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 
-COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune"]
+COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune", "report"]
 
 
 def help_text(cli, *command: str) -> str:
