@@ -13,7 +13,7 @@ import bertcli.make_data.pool as pool_module
 import bertcli.make_data.writer as writer_module
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import OWNER_FILE, DirLock, mark_owned
+from bertcli.fsutil import OWNER_FILE, TOKEN, DirLock, mark_owned
 from bertcli.make_data import MakeDataOptions, make_data, read_windows
 from bertcli.shards import PretrainingData
 from bertcli.tokenizer import Tokenizer
@@ -166,7 +166,7 @@ def test_resume_keeps_finished_shards_and_matches_an_uninterrupted_run(tokenizer
     assert not (part / "manifest.json").exists()
     finished = [part / s["file"] for s in progress["splits"]["train"]["shards"]]
     assert len(finished) == 3 and progress["splits"]["train"]["next_offset"] > 0  # stopped inside a window
-    (part / "train" / ".tmp-shard-00003.safetensors.1").write_bytes(b"half written")
+    (part / "train" / f".tmp-shard-00003.safetensors.{TOKEN}.1").write_bytes(b"half written")  # a kill's leftover
     kept = {p: p.stat().st_mtime_ns for p in finished}
 
     make(part, tokenizer_dir, workers=2, resume=True, **options)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bertcli.errors import UsageError
+from bertcli.fsutil import read_owner
 from bertcli.report import REPORT_FILE, is_bertcli_report, write_report, write_run_report
 from bertcli.report.svg import thin
 
@@ -67,6 +68,7 @@ def record(step, **kw):
 def test_finished_run_charts_equal_metrics_jsonl(trained_run, tmp_path):
     html = (trained_run / REPORT_FILE).read_text()  # pretrain wrote it at the end
     assert is_bertcli_report(trained_run / REPORT_FILE)
+    assert REPORT_FILE in read_owner(trained_run)["files"]  # the run's own: --overwrite may replace it
     records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval/loss" in r]

@@ -3,7 +3,9 @@
 runs.py reads what a run left on disk, page.py lays out the page, svg.py draws the charts. The
 file references nothing outside itself (no script, font, stylesheet or image), so it opens from
 disk, offline, and can be mailed or copied with the run. It carries a generator marker, and bertcli
-only ever replaces a report.html that has it: a file of the user's with that name is left alone.
+only ever replaces a file that has it: a file of the user's with that name is left alone. pretrain
+also records its report.html in the run directory's ownership marker (fsutil), so that
+`pretrain --overwrite` may replace it.
 
 This package never imports the trainer; pretrain calls `write_report` on its own run directory.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertcli.errors import UsageError
-from bertcli.fsutil import write_bytes_atomic
+from bertcli.fsutil import own, write_bytes_atomic
 from bertcli.report.page import GENERATOR, render
 from bertcli.report.runs import read_run, run_names
 
@@ -53,8 +55,9 @@ def write_report(runs: list[Path], out: Path) -> Path:
 
 
 def write_run_report(run_dir: Path) -> Path | None:
-    """pretrain's report.html in its run directory; None (with a warning) when it cannot be written, or
-    when a report.html there is not one bertcli wrote — a report never stops a run."""
+    """pretrain's report.html in its run directory, recorded in the directory's ownership marker (so that
+    --overwrite may replace it); None, with a warning, when it cannot be written or when a report.html
+    there is not one bertcli wrote — a report never stops a run."""
     from bertcli.console import warn
     from bertcli.errors import BertcliError
 
@@ -64,7 +67,9 @@ def write_run_report(run_dir: Path) -> Path | None:
              f"move it away, or make one elsewhere with bertcli report {run_dir} --out FILE.html")
         return None
     try:
-        return write_report([Path(run_dir)], path)
+        write_report([Path(run_dir)], path)
+        own(run_dir, [REPORT_FILE], rewritten=True)  # rewritten at every checkpoint (and by bertcli report)
+        return path
     except (BertcliError, OSError) as e:
         warn(f"no report written to {path}: {e}")
         return None

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import DirLock, atomic_directory, check_output_dir
+from bertcli.fsutil import check_output_dir, output_dir
 from bertcli.tokenizer.base import SPECIAL_NAMES
 from bertcli.tokenizer.sampling import MAX_SENTENCE_BYTES, drop_long_sentences, sample_sentences
 
@@ -82,7 +82,7 @@ def _tokenizer_dir(out_dir: Path, overwrite: bool, inputs: list[Path]):
     training), and --overwrite replaces only a tokenizer bertcli made, never one of the inputs.
     """
     check_output_dir(out_dir, "tokenizer", overwrite=overwrite, inputs=inputs)
-    with DirLock(out_dir, "--out"), atomic_directory(out_dir, "tokenizer") as tmp:
+    with output_dir(out_dir, "tokenizer", overwrite=overwrite, inputs=inputs) as tmp:
         yield tmp
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bertcli.errors import DataError, UsageError
+from bertcli.fsutil import mark_owned
 from bertcli.train import pretrain
 from conftest import SAMPLE, tiny_config
 from faultlib import bertcli_process
@@ -242,6 +243,7 @@ def test_mismatches_between_tokenizer_data_and_checkpoint(data_dir, tokenizer_di
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "progress.json").write_text(json.dumps({"tokenizer_sha256": "x", "options": {}, "inputs": [], "splits": {}}))
+    mark_owned(partial, "data", ["progress.json"], rewritten=True)  # as an interrupted make-data leaves it
     code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", partial, "--resume")
     assert code == 2 and "different" in err
     # max_seq_length beyond the model's positions
