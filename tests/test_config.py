@@ -13,7 +13,7 @@ def write(tmp_path, text: str):
 
 
 def test_shipped_configs_load_and_validate():
-    for name in ("tiny.yaml", "quickstart.yaml", "bert-base.yaml", "bert-base-512.yaml"):
+    for name in ("tiny.yaml", "bert-base.yaml", "bert-base-512.yaml"):
         cfg = load_config(REPO / "configs" / name)
         assert isinstance(cfg, Config)
     base = load_config(REPO / "configs" / "bert-base.yaml")
