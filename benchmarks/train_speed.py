@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_speed.py [--device cpu|cuda] [--preset tiny|base] [--data DIR]
         [--batches 8] [--steps 1] [--rounds 24] [--warmup 2] [--peak-tflops X] [--precision auto|fp32|bf16]
-        [--threads N] [--hf-attention sdpa|eager] [--set system.KEY=VALUE ...]
+        [--threads N] [--hf-attention sdpa|eager] [--hf-compile] [--set system.KEY=VALUE ...]
 
 Builds the same BERT in bertcli and in transformers (`pip install -e .[hf]`), copies bertcli's
 weights into transformers', and times one training step on the same batches in one process:
@@ -59,6 +59,9 @@ PRESETS = {
                  vocab_size=8000, batch_size=32, seq_len=128),
     "base": dict(model=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
                  vocab_size=30522, batch_size=256, seq_len=128),
+    # benchmarks/gpu_check.sh --dry-run: the script's steps at a size that runs in seconds on a CPU
+    "toy": dict(model=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+                vocab_size=500, batch_size=4, seq_len=32),
 }
 MAX_PREDICTIONS = 20  # make-data's default at length 128; 19 of the 20 slots are real, as round(128 × 0.15)
 FAST = {"sparse_last_layer": True, "fast_dropout": True}
@@ -148,7 +151,8 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
             model.to(device).train()
             optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
             inputs = [{k: v.to(device) for k, v in hf_inputs(b).items()} for b in batches]
-            step = make_step(model, model, optimizer, inputs, runtime.autocast, lambda out, _: out.loss)
+            forward = torch.compile(model, backend=args.compile_backend) if args.hf_compile else model
+            step = make_step(model, forward, optimizer, inputs, runtime.autocast, lambda out, _: out.loss)
         else:
             settings = replace(system, **FAST) if name == "bertcli-fast" else system
             model = BertForPreTraining(cfg, speed_settings(settings))
@@ -157,7 +161,7 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
             model.to(device).train()
             optimizer = make_optimizer(model, TrainConfig(learning_rate=1e-4))
             inputs = [b.to(device).model_inputs(b.is_padded) for b in batches]
-            forward = torch.compile(model) if settings.compile else model
+            forward = torch.compile(model, backend=args.compile_backend) if settings.compile else model
             step = make_step(model, forward, optimizer, inputs, runtime.autocast, bertcli_loss)
         runners.append(Runner(name, step))
     return runners
@@ -165,7 +169,7 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
 
 def check_same_loss(cfg: BertConfig, batch: Batch, attention: str) -> tuple[float, float]:
     """Eval-mode loss of 4 sequences in both implementations with the same weights (no dropout)."""
-    batch = Batch(*(getattr(batch, f)[:4] for f in Batch.__dataclass_fields__))
+    batch = Batch(*(t[:4] for t in batch._tensors()))
     torch.manual_seed(0)
     ours = BertForPreTraining(cfg).eval()
     theirs = hf_model(cfg, attention).eval()
@@ -335,6 +339,9 @@ def main() -> None:
     parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="system.KEY=VALUE",
                         help="a bertcli system setting for both bertcli runners, e.g. system.compile=true")
+    parser.add_argument("--hf-compile", action="store_true", help="torch.compile transformers' model too")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend wherever compile is on (eager: trace only, for dry runs)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process for the CPU memory figure
     args = parser.parse_args()
 
@@ -380,7 +387,8 @@ def main() -> None:
           f"{n_params / 1e6:.2f}M parameters) · batch {preset['batch_size']} × {seq_len} · "
           f"{'shards ' + str(args.data) if args.data else 'random full-length batches'} · {runtime.device} "
           f"{runtime.precision} · {torch.get_num_threads()} threads · torch {torch.__version__}")
-    print(f"bertcli system settings: compile={system.compile} pad_vocab_multiple={system.pad_vocab_multiple} "
+    print(f"bertcli system settings: compile={system.compile} sparse_last_layer={system.sparse_last_layer} "
+          f"pad_vocab_multiple={system.pad_vocab_multiple}; transformers compiled: {args.hf_compile} "
           f"(bertcli-fast adds {', '.join(f'{k}={v}' for k, v in FAST.items())})")
     print(f"same weights, eval-mode loss of batch 0: bertcli {ours:.5f}, transformers {theirs:.5f}")
     print(f"{args.rounds} rounds × {args.steps} steps per runner after {args.warmup} warm-up steps; padding share "

@@ -21,7 +21,7 @@ import yaml
 
 from bertcli.errors import UsageError
 from bertcli.architectures import ARCHITECTURES, DATA_FIELDS
-from bertcli.limits import MASKED_LM_PROB_RANGE
+from bertcli.limits import MASKED_LM_PROB_RANGE, is_int, is_number
 
 # YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
 # bomb expands to gigabytes, deep nesting exhausts the recursion limit), refused before it grows.
@@ -153,9 +153,9 @@ def _type_ok(value, hint) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     if origin is Literal:

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bertcli.limits import is_int, is_number
+
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),  # exact erf form (HF "gelu")
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # Google's tanh approximation
@@ -80,15 +82,15 @@ def config_problems(values: dict) -> list[str]:
         if name not in values:
             continue
         v = values[name]
-        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        if not is_int(v) or not low <= v <= high:
             p.append(f"{name} must be an integer in [{low}, {high}], got {str(v)[:40]!r}")
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         v = values.get(name, 0.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v < 1.0:
+        if not is_number(v) or not 0.0 <= v < 1.0:
             p.append(f"{name} must be a number in [0, 1), got {str(v)[:40]!r}")
     for name, low in (("initializer_range", 0.0), ("layer_norm_eps", 1e-30)):
         v = values.get(name, 1.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= 1.0):
+        if not is_number(v) or not (low <= v <= 1.0):
             p.append(f"{name} must be a number in [{low:g}, 1], got {str(v)[:40]!r}")
     act = values.get("hidden_act", "gelu")
     if not isinstance(act, str) or act not in ACTIVATIONS:
