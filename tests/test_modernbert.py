@@ -303,7 +303,7 @@ def test_finetune_a_modernbert_exports_modernbert_for_sequence_classification(ml
 
     pretrain(load_config(None, run_sets(mlm_dir, tmp_path / "run", *model_sets("every-2"))), show_progress=False)
     lines = [line for line in SAMPLE.read_text(encoding="utf-8").splitlines() if len(line.split()) > 3][:40]
-    rows = ["sentence\tlabel"] + [f"{t.replace(chr(9), ' ')}\t{'q' if '?' in t else 's'}" for t in lines]
+    rows = ["sentence\tlabel"] + [f"{t.replace(chr(9), ' ')}\t{'ab'[i % 2]}" for i, t in enumerate(lines)]
     (tmp_path / "train.tsv").write_text("\n".join(rows[:31]) + "\n")
     (tmp_path / "dev.tsv").write_text("\n".join(rows[:1] + rows[31:]) + "\n")
     code, out, err = cli("finetune", "--model", tmp_path / "run", "--train", tmp_path / "train.tsv", "--validation",
