@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_speed.py [--device cpu|cuda] [--preset tiny|base] [--data DIR]
         [--batches 8] [--steps 1] [--rounds 24] [--warmup 2] [--peak-tflops X] [--precision auto|fp32|bf16]
-        [--threads N] [--hf-attention sdpa|eager] [--set system.KEY=VALUE ...]
+        [--threads N] [--hf-attention sdpa|eager] [--hf-compile] [--set system.KEY=VALUE ...]
 
 Builds the same BERT in bertcli and in transformers (`pip install -e .[hf]`), copies bertcli's
 weights into transformers', and times one training step on the same batches in one process:
@@ -29,7 +29,8 @@ reported against the step time.
 
 Presets: tiny = 4 layers, hidden 256, 4 heads, intermediate 1024, vocab 8000, batch 32 × 128
 (the CPU goal: 3× transformers); base = BERT-base, batch 256 × 128 (the GPU goal: ≥ 700k
-non-padding tokens/s in bf16).
+non-padding tokens/s in bf16); modernbert = bertcli's ModernBERT against transformers'
+ModernBertForMaskedLM, 4 layers, hidden 256, window 128, batch 16 × 256 (the CPU goal: ≥ 1.3×).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ PRESETS = {
                  vocab_size=8000, batch_size=32, seq_len=128),
     "base": dict(model=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
                  vocab_size=30522, batch_size=256, seq_len=128),
+    # benchmarks/gpu_check.sh --dry-run: the script's steps at a size that runs in seconds on a CPU
+    "toy": dict(model=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+                vocab_size=500, batch_size=4, seq_len=32),
 }
 MAX_PREDICTIONS = 20  # make-data's default at length 128; 19 of the 20 slots are real, as round(128 × 0.15)
 FAST = {"sparse_last_layer": True, "fast_dropout": True}
@@ -147,7 +151,8 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
             model.to(device).train()
             optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
             inputs = [{k: v.to(device) for k, v in hf_inputs(b).items()} for b in batches]
-            step = make_step(model, model, optimizer, inputs, runtime.autocast, lambda out, _: out.loss)
+            forward = torch.compile(model, backend=args.compile_backend) if args.hf_compile else model
+            step = make_step(model, forward, optimizer, inputs, runtime.autocast, lambda out, _: out.loss)
         else:
             settings = replace(system, **FAST) if name == "bertcli-fast" else system
             model = BertForPreTraining(cfg, speed_settings(settings))
@@ -156,7 +161,7 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
             model.to(device).train()
             optimizer = make_optimizer(model, TrainConfig(learning_rate=1e-4))
             inputs = [b.to(device).model_inputs(b.is_padded) for b in batches]
-            forward = torch.compile(model) if settings.compile else model
+            forward = torch.compile(model, backend=args.compile_backend) if settings.compile else model
             step = make_step(model, forward, optimizer, inputs, runtime.autocast, bertcli_loss)
         runners.append(Runner(name, step))
     return runners
@@ -164,7 +169,7 @@ def build_runners(args, cfg: BertConfig, batches: list[Batch], system: SystemCon
 
 def check_same_loss(cfg: BertConfig, batch: Batch, attention: str) -> tuple[float, float]:
     """Eval-mode loss of 4 sequences in both implementations with the same weights (no dropout)."""
-    batch = Batch(*(getattr(batch, f)[:4] for f in Batch.__dataclass_fields__))
+    batch = Batch(*(t[:4] for t in batch._tensors()))
     torch.manual_seed(0)
     ours = BertForPreTraining(cfg).eval()
     theirs = hf_model(cfg, attention).eval()
@@ -241,6 +246,83 @@ def child_peak_rss(name: str) -> int:
     raise RuntimeError(f"child for {name} failed:\n{proc.stderr[-2000:]}")
 
 
+# --- the modernbert preset: bertcli's ModernBERT against transformers' ModernBertForMaskedLM ------------
+
+# ModernBERT's proportions at a CPU size (GeGLU 1.5× wide, no biases, no dropout); sequences of 256
+# with a 128-token window, so half of each sliding layer's scores are masked.
+MODERNBERT_PRESET = dict(model=dict(architecture="modernbert", hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                    intermediate_size=384, local_attention=128, max_position_embeddings=512),
+                         vocab_size=8000, batch_size=16, seq_len=256)
+PRESETS["modernbert"] = MODERNBERT_PRESET
+
+
+def modernbert_hf_inputs(b: Batch) -> dict:
+    labels = torch.full_like(b.input_ids, IGNORE_INDEX)
+    labels.scatter_(1, b.masked_positions, b.masked_labels)
+    return dict(input_ids=b.input_ids, attention_mask=b.attention_mask.long(), labels=labels)
+
+
+def modernbert_hf_model(cfg, sparse_prediction: bool = False) -> torch.nn.Module:
+    import transformers
+
+    values = {k: v for k, v in asdict(cfg).items() if k != "architecture"}
+    hf_cfg = transformers.ModernBertConfig(**values, sparse_prediction=sparse_prediction, attn_implementation="sdpa")
+    return transformers.ModernBertForMaskedLM(hf_cfg)
+
+
+def modernbert_main(args, system: SystemConfig, runtime) -> None:
+    """Time transformers' ModernBertForMaskedLM (its default dense head, and sparse_prediction=True)
+    against bertcli's ModernBERT (system settings, and with sparse_last_layer), same weights and batches."""
+    from bertcli.architectures import make_config, build_model
+
+    preset = MODERNBERT_PRESET
+    batches = random_batches(args.batches, preset["batch_size"], preset["seq_len"], preset["vocab_size"])
+    cfg = make_config(preset["model"], preset["vocab_size"], 0)
+    torch.manual_seed(0)
+    reference = build_model(cfg, sentence_task=False)
+    runners = []
+    for name in ("transformers", "transformers-sparse", "bertcli", "bertcli-fast"):
+        if name.startswith("transformers"):
+            model = modernbert_hf_model(cfg, sparse_prediction=name.endswith("sparse"))
+            model.load_state_dict(reference.state_dict(), strict=False)  # the tied decoder weight is derived
+            model.to(runtime.device).train()
+            optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+            inputs = [{k: v.to(runtime.device) for k, v in modernbert_hf_inputs(b).items()} for b in batches]
+            step = make_step(model, model, optimizer, inputs, runtime.autocast, lambda out, _: out.loss)
+        else:
+            settings = replace(system, sparse_last_layer=True) if name == "bertcli-fast" else system
+            model = build_model(cfg, speed_settings(settings), sentence_task=False)
+            model.load_state_dict(reference.state_dict())
+            model.to(runtime.device).train()
+            optimizer = make_optimizer(model, TrainConfig(learning_rate=1e-4))
+            inputs = [b.to(runtime.device).model_inputs(b.is_padded) for b in batches]
+            step = make_step(model, model, optimizer, inputs, runtime.autocast,
+                             lambda out, _: out.mlm_loss_sum / out.masked_count.clamp(min=1))
+        runners.append(Runner(name, step))
+    schedule, _ = time_rounds(runners, len(batches), args.steps, args.rounds, args.warmup, runtime.device)
+    with torch.no_grad():
+        b0 = batches[0]
+        ours = reference.eval()(**b0.model_inputs(b0.is_padded))
+        theirs = modernbert_hf_model(cfg).eval()
+        theirs.load_state_dict(reference.state_dict(), strict=False)
+        loss_ours = float(ours.mlm_loss_sum / ours.masked_count)
+        loss_theirs = float(theirs(**modernbert_hf_inputs(b0)).loss)
+    print(f"preset modernbert ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, window {cfg.local_attention}, "
+          f"vocab {cfg.vocab_size}, {parameter_count(reference) / 1e6:.2f}M parameters) · batch {preset['batch_size']} × "
+          f"{preset['seq_len']} · random full-length batches · {runtime.device} {runtime.precision} · "
+          f"{torch.get_num_threads()} threads · torch {torch.__version__}")
+    print(f"same weights, eval-mode loss of batch 0: bertcli {loss_ours:.5f}, transformers {loss_theirs:.5f}")
+    print(f"{args.rounds} rounds × {args.steps} steps per runner after {args.warmup} warm-up steps")
+    round_tokens = [sum(batches[i].num_tokens for i in indices) for indices in schedule]
+    base = runners[0]
+    print(f"{'runner':20s} {'tokens/s':>9s} {'best':>9s} {'× transformers':>15s} {'cpu-s/step':>10s}")
+    for r in runners:
+        per_round = [tokens / s for tokens, s in zip(round_tokens, r.seconds)]
+        ratio = statistics.median(b / s for b, s in zip(base.seconds, r.seconds))
+        print(f"{r.name:20s} {statistics.median(per_round):9,.0f} {max(per_round):9,.0f} {ratio:15.2f} "
+              f"{statistics.median(r.cpu_seconds) / args.steps:10.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -257,6 +339,9 @@ def main() -> None:
     parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="system.KEY=VALUE",
                         help="a bertcli system setting for both bertcli runners, e.g. system.compile=true")
+    parser.add_argument("--hf-compile", action="store_true", help="torch.compile transformers' model too")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend wherever compile is on (eager: trace only, for dry runs)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process for the CPU memory figure
     args = parser.parse_args()
 
@@ -268,6 +353,8 @@ def main() -> None:
         parser.error(f"--set takes system settings only; unknown: {', '.join(sorted(unknown))}")
     system = replace(SystemConfig(), **raw["system"])
     runtime = make_runtime(args.device, args.precision, args.threads or system.cpu_threads)
+    if args.preset == "modernbert":
+        return modernbert_main(args, system, runtime)
     preset = PRESETS[args.preset]
     load_seconds, vocab_size, seq_len = None, preset["vocab_size"], preset["seq_len"]
     if args.data:
@@ -300,7 +387,8 @@ def main() -> None:
           f"{n_params / 1e6:.2f}M parameters) · batch {preset['batch_size']} × {seq_len} · "
           f"{'shards ' + str(args.data) if args.data else 'random full-length batches'} · {runtime.device} "
           f"{runtime.precision} · {torch.get_num_threads()} threads · torch {torch.__version__}")
-    print(f"bertcli system settings: compile={system.compile} pad_vocab_multiple={system.pad_vocab_multiple} "
+    print(f"bertcli system settings: compile={system.compile} sparse_last_layer={system.sparse_last_layer} "
+          f"pad_vocab_multiple={system.pad_vocab_multiple}; transformers compiled: {args.hf_compile} "
           f"(bertcli-fast adds {', '.join(f'{k}={v}' for k, v in FAST.items())})")
     print(f"same weights, eval-mode loss of batch 0: bertcli {ours:.5f}, transformers {theirs:.5f}")
     print(f"{args.rounds} rounds × {args.steps} steps per runner after {args.warmup} warm-up steps; padding share "

@@ -24,10 +24,7 @@ is one a run can continue from.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -35,14 +32,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, atomic_directory, read_json, sha256_file, write_json_atomic
-from bertcli.limits import MAX_COUNT, SHA256, is_int
-from bertcli.model import BertConfig, BertForPreTraining, config_problems
+from bertcli.architectures import build_model, config_from_dict, config_problems
+from bertcli.fsutil import atomic_directory, own, read_json, read_owner, remove_owned, sha256_file, write_json_atomic
+from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
 
 FORMAT = "bertcli-checkpoint"
-FORMAT_VERSION = 2  # 2: carries tokenizer/ (1 still loads: artifacts.py finds its tokenizer the old way)
+FORMAT_VERSION = 2  # of trainer_state.json; a checkpoint carries its tokenizer in tokenizer/
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
@@ -75,10 +72,10 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {root}: {e.strerror}; choose a writable out_dir") from None
-    for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed (never one still running)
-        if not _pid_alive(stale.name.rsplit(".", 1)[-1]):
-            shutil.rmtree(stale, ignore_errors=True)
-    try:
+    owned = read_owner(run_dir) is not None  # the run's marker lists its checkpoints (a bare directory in tests)
+    if owned:
+        own(run_dir, [f"{root.name}/"])  # a run killed in its first save leaves only bertcli's files here
+    try:  # (atomic_directory also deletes what a killed save left)
         with atomic_directory(final, "checkpoint") as tmp:
             save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -98,25 +95,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         raise DataError(f"cannot write checkpoint {final}: {reason}; free some space — "
                         "the previous checkpoint is intact") from None
     # Only checkpoints with finite weights are ever written, so the newest `keep` always include one.
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    old = list_checkpoints(run_dir)[:-keep]
+    for ckpt in old:
+        remove_owned(ckpt, whole=True)  # what the save wrote: a file the user put there stays, with its directory
+    if owned:
+        own(run_dir, [f"{root.name}/{final.name}/"], drop=[f"{root.name}/{c.name}/" for c in old])
     return final
-
-
-def _pid_alive(text: str) -> bool:
-    try:
-        pid = int(text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def last_finite_checkpoint(run_dir: Path) -> Path | None:
@@ -146,7 +130,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def state_problems(state: dict) -> list[str]:
@@ -163,12 +147,7 @@ def state_problems(state: dict) -> list[str]:
     if not isinstance(mc, dict):
         p.append("model_config must be an object")
     else:
-        names = {f.name for f in fields(BertConfig)}
-        if set(mc) != names:
-            extra, missing = sorted(set(mc) - names), sorted(names - set(mc))
-            p.append(f"model_config keys differ from a BERT config (unknown {extra[:3]}, missing {missing[:3]})")
-        else:
-            p.extend(f"model_config.{q}" for q in config_problems(mc))
+        p.extend(f"model_config.{q}" for q in config_problems(mc))
     sig = state.get("data_signature", {})
     if not isinstance(sig, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, (str, int)))
                                             for k, v in sig.items()):
@@ -194,9 +173,9 @@ def read_state(ckpt: Path) -> dict:
     state = read_json(path, "trainer state")
     if state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli checkpoint")
-    if state.get("format_version") not in (1, FORMAT_VERSION):
+    if state.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{ckpt} has checkpoint format_version {str(state.get('format_version'))[:20]}, "
-                         f"this bertcli reads 1 and {FORMAT_VERSION}")
+                         f"this bertcli reads {FORMAT_VERSION}")
     for key in ("step", "model_config", "files"):
         if key not in state:
             raise DataError(f"{path} lacks {key!r}; the checkpoint is damaged, use an earlier one")
@@ -224,11 +203,11 @@ def verify_files(ckpt: Path, state: dict, names: list[str]) -> None:
             raise DataError(f"{path} does not match its sha256 in {STATE_FILE}; the checkpoint is damaged, use an earlier one")
 
 
-def expected_shapes(config: BertConfig, sentence_task: bool = True) -> dict[str, tuple[torch.Size, torch.dtype]]:
+def expected_shapes(config, sentence_task: bool = True) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """Every weight's shape and dtype for a config, computed without allocating the model
     (sentence_task False: an mlm model, without pooler and two-way head)."""
     with torch.device("meta"):
-        model = BertForPreTraining(config, sentence_task=sentence_task)
+        model = build_model(config, sentence_task=sentence_task)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 
 
@@ -236,7 +215,7 @@ def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, after checking their checksum and that they are the model its state describes."""
     verify_files(ckpt, state, [MODEL_FILE])
     path = ckpt / MODEL_FILE
-    expected = expected_shapes(BertConfig(**state["model_config"]), checkpoint_objective(state, ckpt).has_sentence_task)
+    expected = expected_shapes(config_from_dict(state["model_config"]), checkpoint_objective(state, ckpt).has_sentence_task)
     try:
         with safe_open(str(path), "pt") as f:  # the header alone: shapes are checked before anything is allocated
             keys = set(f.keys())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from bertcli import __version__
 from bertcli.console import console, error_line
@@ -21,8 +22,34 @@ from bertcli.make_data.options import SHORT_SEQ_PROB, MakeDataOptions
 from bertcli.make_data.options import default as _MD
 from bertcli.stopping import terminate_like_ctrl_c
 
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer", "Data", "Run", "Switches", "Input"
+FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _as_flag(option):
+    if option is not None:
+        option.metavar = FLAG
+    return option
+
+
+class _Group(TyperGroup):
+    """Typer's group, showing -h/--help as the flag it is (no "<bool>") on every command."""
+
+    def get_help_option(self, ctx):
+        return _as_flag(super().get_help_option(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _as_flag(command.get_help_option(ctx))
+        return command
+
+
 app = typer.Typer(
     name="bertcli",
+    cls=_Group,
     help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → [bold]pretrain[/bold] → [bold]eval[/bold]; then [bold]export[/bold] to Hugging Face or try it with [bold]predict[/bold].",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -30,11 +57,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer", "Data", "Run", "Switches", "Input"
-FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
-PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def _precision(value: str) -> str:
@@ -81,7 +103,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar=FLAG, help="Print the version and exit."),
 ) -> None:
     """Pretrain BERT from raw text."""
 
@@ -91,7 +113,7 @@ def tokenize(
     inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT...", help=INPUT_HELP + " Not with --from or --dataset.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tokenizer to."),
     vocab_size: int = typer.Option(30522, help="Vocabulary size, the 5 special tokens included.", rich_help_panel=TOKENIZER_PANEL),
-    model_type: str = typer.Option("bpe", metavar="<bpe|unigram|wordpiece>", help="bpe or unigram (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
+    model_type: str = typer.Option("unigram", metavar="<bpe|unigram|wordpiece>", help="unigram (the default: as fast to encode as any, see docs/performance.md) or bpe (SentencePiece), or wordpiece (BERT's, with the `tokenizers` package).", rich_help_panel=TOKENIZER_PANEL),
     lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase", metavar=FLAG, help="Case-fold text (an uncased model) or not \\[default: no; with --from: what the tokenizer says].", rich_help_panel=SWITCHES_PANEL, show_default=False),
     from_: Optional[Path] = typer.Option(None, "--from", help="Adopt a published BERT tokenizer instead of training: a Google vocab.txt or a Hugging Face BERT tokenizer directory.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
     add_words: Optional[Path] = typer.Option(None, "--add-words", help="With --from: put these words (one per line) into the vocabulary's \\[unused] slots.", rich_help_panel=TOKENIZER_PANEL, show_default=False),
@@ -194,7 +216,7 @@ def show_data_command(
     json_lines: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per instance on stdout."),
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
-    """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
+    """Show pretraining instances: segments A and B (one sequence for mlm), masked positions with their originals, the sentence label (nsp or sop)."""
     from bertcli.show_data import show_data
 
     show_data(data, split, start, count, json_lines, tokenizer)
@@ -208,7 +230,7 @@ def pretrain(
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a run already in out_dir."),
     print_config: bool = typer.Option(False, "--print-config", metavar=FLAG, help="Print the resolved config as YAML on stdout and exit."),
 ) -> None:
-    """Pretrain BERT (masked LM + next sentence) on make-data shards; torchrun -m bertcli pretrain for several GPUs."""
+    """Pretrain BERT on make-data shards (masked LM, plus the data's sentence task: nsp or sop; mlm has none); torchrun -m bertcli pretrain for several GPUs."""
     from bertcli.config import load_config
 
     cfg = load_config(config, set_)
@@ -233,7 +255,7 @@ def eval_command(
     precision: str = typer.Option("fp32", metavar="<auto|fp32|bf16|fp16>", callback=_precision, help="Precision (auto: bf16 on a GPU that has it, else fp32)."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the metrics as one JSON object on stdout."),
 ) -> None:
-    """Masked-LM accuracy and next-sentence accuracy of a checkpoint, with Google's metric names."""
+    """Masked-LM accuracy of a checkpoint and, for nsp or sop, its sentence-task accuracy, with Google's metric names."""
     import json
 
     from bertcli.evaluate import run_eval
@@ -274,14 +296,14 @@ def predict(
     texts: Optional[List[str]] = typer.Argument(None, metavar="TEXT...", show_default=False,
                                                 help='Text with [MASK] where a token should be predicted, e.g. "The cat sat on the [MASK]."'),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
-    next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
+    next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text) from the sentence head (nsp: next, sop: in order; mlm has none). Once for all texts, or once per text."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     device: str = typer.Option("auto", metavar="<auto|cpu|cuda>", help="Where to run (auto: cuda if available)."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per text on stdout instead of tables."),
 ) -> None:
-    """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the next-sentence head.
+    """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the sentence head (nsp or sop).
 
     As in Hugging Face tokenizers, [MASK] (and [SEP], [CLS]) written in the text are those tokens.
     """
@@ -340,6 +362,46 @@ def finetune(
     print_results(results)
     if json_out:
         typer.echo(json.dumps(results))
+
+
+@app.command(no_args_is_help=True)
+def glue(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to fine-tune (required): a bertcli run or checkpoint directory, an export, or a Hugging Face BERT directory.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="GLUE as its download script writes it (CoLA/ SST-2/ … MNLI/ diagnostic/), or Hugging Face's glue (cola/ sst2/ … ax/: save_to_disk or Parquet) (required).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for results.json, submission/ and each run's output (required).", show_default=False),
+    tasks: Optional[str] = typer.Option(None, "--tasks", metavar="TASK,...", help="Some of cola sst2 mrpc stsb qqp mnli qnli rte wnli, comma-separated \\[default: all; with --quick: sst2,rte].", show_default=False),
+    seeds: int = typer.Option(1, "--seeds", help="Fine-tuning runs per task (seeds: the finetune config's seed, 42, then 43, …); the table and results.json give the median."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="A per-task recipe YAML (start from --print-recipe) \\[default: the built-in one, MosaicBERT's].", show_default=False),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a finetune config key for every task, e.g. --set train.epochs=2; repeat --set for each key."),
+    from_mnli: bool = typer.Option(False, "--from-mnli", metavar=FLAG, help="Start RTE, MRPC and STS-B from the MNLI fine-tuned model, as MosaicBERT and ModernBERT do (needs mnli in --tasks)."),
+    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch, no submission."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a glue output already in --out."),
+    json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print {tasks: {task: {metric: median}}, score} as one JSON object on stdout."),
+    print_recipe: bool = typer.Option(False, "--print-recipe", metavar=FLAG, help="Print the recipe as YAML on stdout and exit."),
+) -> None:
+    """Fine-tune on GLUE's nine tasks: the table of median scores and the GLUE average, results.json, and the leaderboard's submission files."""
+    import json
+
+    from bertcli.finetune.glue import CoreFineTuner, GlueOptions, glue_table, run_glue
+    from bertcli.finetune.glue_recipes import load_recipe, recipe_yaml
+
+    if print_recipe:
+        typer.echo(recipe_yaml(load_recipe(recipe)), nl=False)
+        return
+    for value, option in ((model, "--model"), (data, "--data"), (out, "--out")):
+        if value is None:
+            raise UsageError(f"missing option {option}; see bertcli glue --help")
+    options = GlueOptions(model=model, data=data, out=out, tasks=[tasks] if tasks else None, seeds=seeds,
+                          recipe=recipe, sets=list(set_), quick=quick, from_mnli=from_mnli, overwrite=overwrite)
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with terminate_like_ctrl_c():
+        results = run_glue(options, CoreFineTuner(log), log)
+    console.print(glue_table(results))
+    if json_out:
+        typer.echo(json.dumps({"tasks": results["tasks"], "score": results["score"]}))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

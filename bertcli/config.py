@@ -20,8 +20,8 @@ from typing import Literal, Optional, Union
 import yaml
 
 from bertcli.errors import UsageError
-from bertcli.limits import MASKED_LM_PROB_RANGE
-from bertcli.model import DATA_FIELDS, BertConfig, config_problems
+from bertcli.architectures import ARCHITECTURES, DATA_FIELDS
+from bertcli.limits import MASKED_LM_PROB_RANGE, is_int, is_number
 
 # YAML limits: a config is a few dozen keys. Beyond these it is a mistake or an attack (an alias
 # bomb expands to gigabytes, deep nesting exhausts the recursion limit), refused before it grows.
@@ -51,13 +51,26 @@ class DataConfig:
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process)")
 
 
-# The model section is BertConfig less what the data decides: one definition, in model.py.
-ModelConfig = make_dataclass(
-    "ModelConfig",
-    [(f.name, typing.get_type_hints(BertConfig)[f.name], field(default=f.default, metadata=f.metadata))
-     for f in fields(BertConfig) if f.name not in DATA_FIELDS])
-ModelConfig.__module__ = __name__
-ModelConfig.__doc__ = "The model's architecture: model.BertConfig's fields except vocab_size and pad_token_id."
+ARCHITECTURE_HELP = "bert (model.py, BERT as published) or modernbert (modernbert.py; its keys are ModernBertConfig's)"
+
+
+def _model_section(name: str, config_class: type) -> type:
+    """The model section of one architecture: its config class less what the data decides, after `architecture`."""
+    hints = typing.get_type_hints(config_class)
+    own = [(f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+           for f in fields(config_class) if f.name not in DATA_FIELDS and f.name != "architecture"]
+    section = make_dataclass(
+        f"{name.title()}ModelConfig" if name != "bert" else "ModelConfig",
+        [("architecture", Literal[tuple(ARCHITECTURES)], field(default=name, metadata={"help": ARCHITECTURE_HELP})), *own])
+    section.__module__ = __name__
+    section.__doc__ = f"The model's architecture: {config_class.__name__}'s fields except vocab_size and pad_token_id."
+    return section
+
+
+# The model section is the architecture's config class less what the data decides: one definition,
+# in the model file. `architecture` (default bert) picks which.
+MODEL_SECTIONS = {name: _model_section(name, arch.config_class) for name, arch in ARCHITECTURES.items()}
+ModelConfig = MODEL_SECTIONS["bert"]
 
 
 @dataclass
@@ -102,7 +115,7 @@ class Config:
     out_dir: str = _f("runs/bert", "run directory: config, metrics, checkpoints")
     seed: int = _f(1234, "seed for initialisation, data order, dropout and dynamic masks")
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Union[tuple(MODEL_SECTIONS.values())] = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
 
@@ -140,9 +153,9 @@ def _type_ok(value, hint) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     if origin is Literal:
@@ -186,7 +199,10 @@ def _build(cls, values: dict, prefix: str, problems: list[str], sections: dict |
             if not isinstance(value, dict):
                 problems.append(f"{key} must be a mapping of keys")
                 continue
-            kwargs[key] = _build(sections[key], value, f"{key}.", problems)
+            section = sections[key]
+            if section is ModelConfig:  # the architecture picks the model section's keys
+                section = MODEL_SECTIONS.get(value.get("architecture", "bert"), ModelConfig)  # a bad name: _build says so
+            kwargs[key] = _build(section, value, f"{key}.", problems)
             continue
         hint = hints[key]
         numeric = hint is float or (hint == Optional[float] and value is not None)
@@ -297,7 +313,7 @@ def validate(c: Config) -> list[str]:
     if not c.data.dir:
         p.append("data.dir is not set; give a make-data output directory")
     m, t, s = c.model, c.train, c.system
-    p.extend(f"model.{problem}" for problem in config_problems(asdict(m)))
+    p.extend(f"model.{problem}" for problem in ARCHITECTURES[m.architecture].config_problems(asdict(m)))
     if t.micro_batch_size < 1 or t.global_batch_size < 1:
         p.append("train.global_batch_size and train.micro_batch_size must be at least 1")
     elif t.global_batch_size % t.micro_batch_size:

@@ -6,9 +6,11 @@ The check runs on the device, so it costs no host–device sync: every step comp
 moments and step counters stay as they were). The flag is sticky: once a step went bad, every
 later update is skipped too, so the weights in memory are always those after the last good step.
 
-The host learns of it lazily (`poll`, which never waits for the GPU) and for certain before
-anything is written (`check`, called before every checkpoint and log record), then stops with
-one line naming the step and the last checkpoint with finite weights.
+The host learns of it lazily (`known`, which never waits for the GPU; under DDP the trainer
+sums it over ranks in the step's one all-reduce of host counts, so all ranks stop at the same
+step) and for certain before anything is written (`check`, called before every checkpoint,
+log record and evaluation), then stops with one line naming the step and the last checkpoint
+with finite weights.
 
 Under fp16 an infinite gradient norm is the GradScaler's business (it skips the step and lowers
 the scale, as dynamic loss scaling intends); only a non-finite loss counts as divergence there.
@@ -36,15 +38,19 @@ class DivergenceGuard:
 
     def gate(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, optimizer, scaler) -> None:
         """Record this step's health and make the coming optimizer step conditional on it (no sync)."""
+        loss = loss.detach()
+        if self.distributed:
+            # Each rank's loss is normalised by the global counts, so their sum is the step's loss; a
+            # NaN or inf on any rank carries into it, and every rank then skips together.
+            loss = loss.clone()
+            dist.all_reduce(loss)
         bad = ~torch.isfinite(loss)
         if not self.fp16:
-            bad = bad | ~torch.isfinite(grad_norm)
+            bad = bad | ~torch.isfinite(grad_norm)  # the norm of gradients DDP has already averaged
         bad = bad.float()
-        if self.distributed:  # the loss is this rank's: every rank must skip together
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         newly = (bad > 0) & (self.skip == 0)
         now = torch.stack([torch.full((), float(step + 1), dtype=torch.float64, device=self.device),
-                           loss.detach().double(), grad_norm.detach().double()])
+                           loss.double(), grad_norm.detach().double()])
         self.first_bad = torch.where(newly, now, self.first_bad)
         self.skip = torch.maximum(self.skip, bad)
         if scaler.is_enabled():
@@ -54,18 +60,26 @@ class DivergenceGuard:
         else:
             optimizer.found_inf = self.skip
 
-    def poll(self) -> None:
-        """Stop if a bad step is already known on the host, without waiting for the device."""
+    def known(self) -> bool:
+        """Whether this process has already seen a bad step, without waiting for the device.
+
+        On CUDA the flag reaches the host through a pinned copy and an event, so each rank learns
+        of a bad step when its own event completes, which may be a step later than another rank.
+        The trainer therefore never stops on this alone: it folds it into the step's one all-reduce
+        of host counts, so that every rank stops at the same step (a rank that stopped on its own
+        would leave the others waiting in the next collective).
+        """
         if self._host is None:  # CPU: the flag is host memory; a zero-copy numpy view reads it (CPU tensors only)
-            self._raise_if_bad(self.first_bad.numpy().tolist())
-            return
+            return self.first_bad.numpy()[0] >= 0
         if self._event is not None and self._event.query():
-            self._raise_if_bad(self._host.tolist())
+            if self._host[0] >= 0:
+                return True
             self._event = None
-        if self._event is None:  # copy the current flag for a later poll to read
+        if self._event is None:  # copy the current flag for a later call to read
             self._host.copy_(self.first_bad, non_blocking=True)
             self._event = torch.cuda.Event()
             self._event.record()
+        return False
 
     def check(self) -> None:
         """Stop if any step so far went bad (one sync; called before anything is written)."""

@@ -22,7 +22,8 @@ from bertcli.batches import eval_batches
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import UsageError
 from bertcli.console import warn
-from bertcli.model import IGNORE_INDEX, BertConfig, BertForPreTraining
+from bertcli.architectures import build_model, config_from_dict
+from bertcli.model import IGNORE_INDEX
 from bertcli.objectives import OBJECTIVES, Objective, checkpoint_objective
 from bertcli.shards import PretrainingData
 
@@ -75,12 +76,12 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, autocast=con
     return metrics
 
 
-def load_model(checkpoint: Path, device: torch.device) -> tuple[BertForPreTraining, dict, Path]:
+def load_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, dict, Path]:
     """A model in eval mode from a checkpoint or run directory, with its trainer state."""
     ckpt = resolve_checkpoint(checkpoint)
     state = read_state(ckpt)
     objective = checkpoint_objective(state, ckpt)
-    model = BertForPreTraining(BertConfig(**state["model_config"]), sentence_task=objective.has_sentence_task)
+    model = build_model(config_from_dict(state["model_config"]), sentence_task=objective.has_sentence_task)
     model.load_state_dict(load_weights(ckpt, state))
     return model.to(device).eval(), state, ckpt
 

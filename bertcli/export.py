@@ -3,7 +3,9 @@
 `bertcli export` writes, atomically (a temporary directory renamed into place):
 
     config.json             BertConfig fields, `"architectures": ["BertForPreTraining"]` (nsp and sop:
-                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm)
+                            both train the same two-way head) or `["BertForMaskedLM"]` (mlm); a
+                            modernbert checkpoint: ModernBertConfig fields, `["ModernBertForMaskedLM"]`,
+                            and a tokenizer_config.json without token_type_ids among the inputs
     model.safetensors       the checkpoint's weights: bertcli's keys already are HF's (the decoder is
                             tied to the word embeddings and not stored), float32 or bfloat16; an mlm
                             model has no pooler and no two-way head, exactly BertForMaskedLM's keys
@@ -26,6 +28,7 @@ Not done here: TensorFlow or ONNX formats, uploading to the Hub, other tokenizer
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,12 +39,13 @@ from bertcli import __version__
 from bertcli.artifacts import checkpoint_tokenizer
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_bytes_atomic, write_json_atomic
+from bertcli.fsutil import check_output_dir, output_dir, write_bytes_atomic, write_json_atomic
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PROVENANCE_FILE = "bertcli_export.json"
+KEEP = ("README.md",)  # a model card the user wrote into an export survives --overwrite (Hugging Face convention)
 
 
 def write_tokenizer_files(directory: Path, tok: Tokenizer, max_length: int, files: dict | None = None) -> None:
@@ -65,6 +69,38 @@ def hf_config(model_config: dict, dtype: str, pad_token_id: int = 0, sentence_ta
     }
 
 
+def modernbert_hf_config(model_config: dict, dtype: str, tok: Tokenizer) -> dict:
+    """config.json for transformers' ModernBertConfig: bertcli's fields are its names; the layer
+    pattern and rope bases are written both as transformers >= 5 reads them (layer_types,
+    rope_parameters) and as 4.48-4.57 do (global_attn_every_n_layers, *_rope_theta)."""
+    from bertcli.modernbert import ModernBertConfig
+
+    values = {k: v for k, v in model_config.items() if k != "architecture"}
+    layer_types = ModernBertConfig(**values).resolved_layer_types()
+    rope = {"full_attention": {"rope_type": "default", "rope_theta": values["global_rope_theta"]},
+            "sliding_attention": {"rope_type": "default", "rope_theta": values["local_rope_theta"]}}
+    return {
+        "architectures": ["ModernBertForMaskedLM"],
+        "model_type": "modernbert",
+        **values,
+        "layer_types": layer_types,
+        "rope_parameters": rope,
+        "pad_token_id": tok.pad_id, "cls_token_id": tok.cls_id, "sep_token_id": tok.sep_id,
+        "bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id,
+        "classifier_pooling": "cls", "classifier_dropout": 0.0, "sparse_prediction": False,
+        "tie_word_embeddings": True,
+        "dtype": dtype,
+        "torch_dtype": dtype,
+    }
+
+
+def without_token_types(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The tokenizer files with token_type_ids left out of the model's inputs (ModernBERT takes none)."""
+    config = json.loads(files["tokenizer_config.json"])
+    config["model_input_names"] = ["input_ids", "attention_mask"]
+    return {**files, "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode()}
+
+
 # --- bertcli export -------------------------------------------------------------------------------
 
 def _readable_by_all(path: Path) -> None:
@@ -86,18 +122,23 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
     if tok.vocab_size != model_config.get("vocab_size"):
         raise UsageError(f"tokenizer {tok.path} has {tok.vocab_size} pieces but checkpoint {ckpt} has vocab_size "
                          f"{model_config.get('vocab_size')}; give the tokenizer the model was trained with")
+    modern = model_config.get("architecture") == "modernbert"
     tokenizer_files = tok.hf_files(int(model_config["max_position_embeddings"]))
+    if modern:
+        tokenizer_files = without_token_types(tokenizer_files)
     out = Path(out)
     # --overwrite replaces --out: never let that delete the checkpoint or tokenizer being exported.
-    check_output_dir(out, "export", overwrite=overwrite, inputs=[ckpt, *([tok.path] if tok.path else [])])
+    inputs = [ckpt, *([tok.path] if tok.path else [])]
+    check_output_dir(out, "export", overwrite=overwrite, inputs=inputs, keep=KEEP)
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in load_weights(ckpt, state).items()}
     final = Path(os.path.abspath(out))
     try:
-        with DirLock(out, "--out"), atomic_directory(out, "export") as tmp:
+        with output_dir(out, "export", overwrite=overwrite, inputs=inputs, keep=KEEP) as tmp:
             save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             _readable_by_all(tmp / "model.safetensors")
             objective = checkpoint_objective(state, ckpt)
-            write_json_atomic(tmp / "config.json", hf_config(model_config, dtype, tok.pad_id, objective.has_sentence_task))
+            write_json_atomic(tmp / "config.json", modernbert_hf_config(model_config, dtype, tok) if modern else
+                              hf_config(model_config, dtype, tok.pad_id, objective.has_sentence_task))
             write_tokenizer_files(tmp, tok, int(model_config["max_position_embeddings"]), tokenizer_files)
             provenance = {"bertcli_version": __version__, "checkpoint": str(ckpt), "step": state["step"],
                           "tokens_seen": state.get("tokens_seen"), "dtype": dtype, "tokenizer_sha256": tok.sha256,

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bertcli.limits import is_int, is_number
+
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),  # exact erf form (HF "gelu")
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # Google's tanh approximation
@@ -80,15 +82,15 @@ def config_problems(values: dict) -> list[str]:
         if name not in values:
             continue
         v = values[name]
-        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        if not is_int(v) or not low <= v <= high:
             p.append(f"{name} must be an integer in [{low}, {high}], got {str(v)[:40]!r}")
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         v = values.get(name, 0.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v < 1.0:
+        if not is_number(v) or not 0.0 <= v < 1.0:
             p.append(f"{name} must be a number in [0, 1), got {str(v)[:40]!r}")
     for name, low in (("initializer_range", 0.0), ("layer_norm_eps", 1e-30)):
         v = values.get(name, 1.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low <= v <= 1.0):
+        if not is_number(v) or not (low <= v <= 1.0):
             p.append(f"{name} must be a number in [{low:g}, 1], got {str(v)[:40]!r}")
     act = values.get("hidden_act", "gelu")
     if not isinstance(act, str) or act not in ACTIVATIONS:
@@ -304,13 +306,20 @@ class BertLMPredictionHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))  # decoder weight: tied to word embeddings
 
     def forward(self, x, word_embeddings: torch.Tensor, pad_vocab_multiple: int = 1):
-        """(N, V + pad) logits; the pad columns are -inf, so softmax, loss and argmax ignore them."""
-        pad = -word_embeddings.size(0) % pad_vocab_multiple
-        weight, bias = word_embeddings, self.bias
-        if pad:  # tensor cores want widths in multiples of 64; MKL too (30522 → 30528: 7% faster)
-            weight = F.pad(word_embeddings, (0, 0, 0, pad))
-            bias = F.pad(self.bias, (0, pad), value=float("-inf"))
-        return F.linear(self.transform(x), weight, bias)
+        return tied_decoder(self.transform(x), word_embeddings, self.bias, pad_vocab_multiple)
+
+
+def tied_decoder(x, word_embeddings: torch.Tensor, bias: torch.Tensor | None, pad_vocab_multiple: int = 1):
+    """(N, V + pad) logits of a decoder tied to the word embeddings; the pad columns are -inf, so
+    softmax, loss and argmax ignore them. Shared by every architecture's masked-LM head."""
+    pad = -word_embeddings.size(0) % pad_vocab_multiple
+    weight = word_embeddings
+    if pad:  # tensor cores want widths in multiples of 64; MKL too (30522 → 30528: 7% faster)
+        weight = F.pad(word_embeddings, (0, 0, 0, pad))
+        if bias is None:
+            bias = word_embeddings.new_zeros(word_embeddings.size(0))
+        bias = F.pad(bias, (0, pad), value=float("-inf"))
+    return F.linear(x, weight, bias)
 
 
 class BertPreTrainingHeads(nn.Module):
@@ -389,13 +398,8 @@ class BertForPreTraining(nn.Module):
         word_embeddings = self.bert.embeddings.word_embeddings.weight
         logits = self.cls.predictions(gathered.reshape(B * P, -1), word_embeddings, self.speed.pad_vocab_multiple)
         nsp_logits = self.cls.seq_relationship(pooled) if self.sentence_task else None
-        out = PretrainingOutput(logits[:, :self.config.vocab_size], nsp_logits)
-        if masked_labels is not None:
-            labels = masked_labels.reshape(-1)
-            real = labels != IGNORE_INDEX
-            out.mlm_loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
-            out.mlm_correct = ((logits.argmax(-1) == labels) & real).sum()
-            out.masked_count = real.sum()
+        out = masked_lm_output(logits, masked_labels, self.config.vocab_size)
+        out.nsp_logits = nsp_logits
         if next_sentence_labels is not None and self.sentence_task:
             out.nsp_loss_sum = F.cross_entropy(nsp_logits.float(), next_sentence_labels, reduction="sum")
             out.nsp_correct = (nsp_logits.argmax(-1) == next_sentence_labels).sum()
@@ -424,6 +428,19 @@ class BertForSequenceClassification(nn.Module):
         cls_only = input_ids.new_zeros(input_ids.size(0), 1)  # (B, 1): position 0 of every sequence
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask, cls_only)  # pooled (B, C)
         return self.classifier(self.dropout(pooled))
+
+
+def masked_lm_output(logits: torch.Tensor, masked_labels: torch.Tensor | None, vocab_size: int) -> PretrainingOutput:
+    """The masked-LM half of the output, from the (B*P, V + pad) logits at the gathered positions:
+    the loss summed over real masked positions (normalised by the trainer), accuracy and count."""
+    out = PretrainingOutput(logits[:, :vocab_size], None)
+    if masked_labels is not None:
+        labels = masked_labels.reshape(-1)
+        real = labels != IGNORE_INDEX
+        out.mlm_loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        out.mlm_correct = ((logits.argmax(-1) == labels) & real).sum()
+        out.masked_count = real.sum()
+    return out
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -26,7 +26,8 @@ def print_adopt_report(summary: dict, out: Path) -> None:
     table = Table(title=f"tokenizer written to {out}", show_header=False, title_justify="left")
     table.add_row("adopted from", summary["source"])
     table.add_row("vocab size", f"{summary['vocab_size']:,}")
-    table.add_row("case", "uncased (lowercase)" if summary["lowercase"] else "cased")
+    if "lowercase" in summary:  # WordPiece; an adopted tokenizers pipeline normalises as its file says
+        table.add_row("case", "uncased (lowercase)" if summary["lowercase"] else "cased")
     table.add_row("special ids", " ".join(f"{k}={v}" for k, v in summary["special_ids"].items()))
     if summary["added_words"] or summary["known_words"]:
         table.add_row("added words", f"{len(summary['added_words'])} into [unused] slots, "

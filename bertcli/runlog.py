@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from bertcli.console import console
-from bertcli.fsutil import write_bytes_atomic
+from bertcli.fsutil import own, write_bytes_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -45,6 +45,9 @@ class RunLog:
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         except ImportError:
             pass
+        else:  # the event file is created now: record it as the run's (--overwrite may delete it)
+            tb_dir = run_dir / "tensorboard"
+            own(run_dir, [f"tensorboard/{p.name}" for p in tb_dir.glob("events.out.tfevents.*")], rewritten=True)
 
     def write(self, record: dict, prefix: str = "") -> None:
         with open(self.path, "a") as f:

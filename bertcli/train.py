@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,9 +38,9 @@ from bertcli.console import console
 from bertcli.divergence import DivergenceGuard
 from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
-from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
-                            write_bytes_atomic, writable_problem)
-from bertcli.model import BertForPreTraining, flops_per_token, parameter_count
+from bertcli.fsutil import OWNER_FILE, claim_directory, own, read_owner, refuse_overlap, write_bytes_atomic
+from bertcli.architectures import build_model, name_of
+from bertcli.model import flops_per_token, parameter_count
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
@@ -49,7 +48,6 @@ from bertcli.stopping import Interrupted, StopRequest
 from bertcli.weights import load_pretrained, model_config
 
 
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "checkpoints", "tensorboard")  # what a run directory holds
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -65,10 +63,10 @@ def get_lr(step: int, t: TrainConfig) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm (Google's exclusion list)."""
+    """No weight decay on biases and LayerNorm (Google's exclusion list; ModernBERT's norms have other names)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or p.ndim < 2 else decay).append(p)  # (ndim: any norm)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -125,10 +123,13 @@ class Trainer:
         self.plan = BatchPlan(np.diff(self.data.cumulative), t.global_batch_size, t.micro_batch_size, rt.world_size, c.seed)
         self.remask = dynamic_masking(self.data, c.data, self.tokenizer)
         self.objective = self.data.objective  # the data decides: nsp and sop train the two-way head, mlm has none
+        if self.objective.has_sentence_task and name_of(self.model_config) == "modernbert":
+            raise UsageError(f"model.architecture modernbert trains masked-LM only (ModernBERT has no sentence head), "
+                             f"but data.dir holds {self.objective.name} data; make it with `make-data --objective mlm`")
         ckpt = self._checkpoint_to_resume(resume)
 
         torch.manual_seed(c.seed)
-        self.model = BertForPreTraining(self.model_config, speed_settings(s), self.objective.has_sentence_task)
+        self.model = build_model(self.model_config, speed_settings(s), self.objective.has_sentence_task)
         state = None
         if ckpt is not None:
             state = read_state(ckpt)
@@ -157,6 +158,7 @@ class Trainer:
         if rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(self.run_dir / CONFIG_FILE, self.config_yaml.encode())
+            own(self.run_dir, [CONFIG_FILE, METRICS_FILE], rewritten=True)  # what --overwrite may delete
             self.log = RunLog(self.run_dir, self.step if ckpt is not None else None)
             self._banner(ckpt)
 
@@ -168,9 +170,9 @@ class Trainer:
         return resolve_checkpoint(Path(resume)) if resume else None
 
     def _claim_out_dir(self, resume: str | None, ckpt: Path | None, overwrite: bool) -> None:
-        """Make out_dir this run's, after everything else was validated: lock it, refuse one that
-        holds an input or another run (or anything bertcli did not make), clear an owned one on
-        --overwrite, and mark a new one as a bertcli run."""
+        """Make out_dir this run's, after everything else was validated (fsutil.claim_directory):
+        lock it, refuse one that holds an input or another run, clear an owned one on --overwrite
+        (only the files a run wrote: anything else stops it), and mark a new one as a bertcli run."""
         out = self.run_dir
         inputs = [*self.config.data_dirs, self.config.train.init_from]
         continuing = ckpt is not None and out.resolve() in ckpt.resolve().parents  # this run's own checkpoint
@@ -178,41 +180,22 @@ class Trainer:
             inputs.append(ckpt)
         if not self.runtime.is_main:
             return
-        self.lock = DirLock(out, "out_dir").__enter__()
-        try:
+        if continuing:
             refuse_overlap(out, inputs, "out_dir")
-            if continuing:
-                if problem := writable_problem(out):
-                    raise UsageError(f"out_dir {out}: cannot write there ({problem}); make it writable to resume")
-                if read_owner(out) is None:  # a run from before ownership markers: it holds our checkpoints
-                    mark_owned(out, "run")
-                return
-            owner = read_owner(out) if out.is_dir() else None
-            entries = [e for e in out.iterdir() if e.name != OWNER_FILE] if out.is_dir() else []
-            if resume == "auto" and owner is not None and owner["kind"] == "run":
-                overwrite = True  # our own run, stopped before its first checkpoint: start it afresh
-            if entries and not overwrite:
-                what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
-                raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
-                                 "replace a run bertcli made, or set out_dir elsewhere")
-            # only what a run writes is ever deleted: a file the user put there stops --overwrite
-            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir",
-                             allowed_entries=RUN_ENTRIES)
-            if entries:  # validated, owned, and --overwrite: only now is the old run deleted
-                for entry in entries:
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-            out.mkdir(parents=True, exist_ok=True)
-            mark_owned(out, "run")
-        except BaseException:
-            self.close()
-            raise
+            self.lock = claim_directory(out, "run", resume=True, option="out_dir")
+            return
+        owner = read_owner(out) if out.is_dir() else None
+        if resume == "auto" and owner is not None and owner["kind"] == "run":
+            overwrite = True  # our own run, stopped before its first checkpoint: start it afresh
+        if out.is_dir() and any(e.name != OWNER_FILE for e in out.iterdir()) and not overwrite:
+            what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
+            raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
+                             "replace a run bertcli made, or set out_dir elsewhere")
+        self.lock = claim_directory(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir")
 
     def close(self) -> None:
         if getattr(self, "lock", None) is not None:
-            self.lock.__exit__(None, None, None)
+            self.lock.release()
             self.lock = None
 
     def _check_resume(self, state: dict, ckpt: Path) -> None:
@@ -304,9 +287,11 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, stop_now, time_up = self._reduce_counts([
+                masked, tokens, stop_now, time_up, diverged = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
-                    float(stop.requested), float(time_up)])
+                    float(stop.requested), float(time_up), float(self.guard.known())])
+                if diverged:  # some rank has seen a bad step: every rank stops here, at the same step
+                    self.guard.check()
                 if stop_now:
                     self._stop(stop.signum)
                 if time_up:
@@ -314,7 +299,6 @@ class Trainer:
                         console.print(f"train.max_time {t.max_time} reached at step {self.step}")
                     break
                 self.train_step(micro_batches, int(masked), int(tokens))
-                self.guard.poll()
                 self._after_step()
         return self._finish()
 
@@ -381,6 +365,7 @@ class Trainer:
 
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
+        self.guard.check()  # on every rank, before rank 0 evaluates: never evaluate past a step that went bad
         metrics = None
         if rt.is_main and len(self.validation):
             metrics = evaluate(self.model, eval_batches(self.validation, t.micro_batch_size, s.eval_batches),

@@ -14,6 +14,11 @@ A *published directory* is one with `config.json` (Hugging Face's layout: `model
 (`model_config`), and the data's tokenizer must be the directory's: same vocabulary (words put
 into [unused…] slots by `tokenize --add-words` aside) and special ids. Anything else is a
 one-line error before any training step.
+
+A transformers ModernBERT directory (`model_type: modernbert`) is read the same way by the
+functions at the end of this file: its config.json (both the layer_types/rope_parameters of
+transformers >= 5 and the older global_attn_every_n_layers/*_rope_theta keys) gives a
+modernbert.ModernBertConfig, and its tokenizer.json, vocabulary and special ids must be the data's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from safetensors.torch import load_file
 from bertcli.checkpoint import STATE_FILE, load_weights, read_state, resolve_checkpoint
 from bertcli.console import console
 from bertcli.errors import DataError, UsageError
+from bertcli.architectures import make_config, name_of
 from bertcli.model import ACTIVATIONS, BertConfig
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
@@ -75,9 +81,12 @@ def model_config(init_from: str | None, model_section, vocab_size: int, tokenize
     section = asdict(model_section)
     pad = tokenizer.pad_id if tokenizer is not None else 0
     if not init_from or not is_published_dir(Path(init_from)):
-        return BertConfig(vocab_size=vocab_size, pad_token_id=pad, **section)
+        return make_config(section, vocab_size, pad)
     path = Path(init_from)
+    if published_model_type(path) == "modernbert" or section["architecture"] == "modernbert":
+        return modernbert_config(path, section, vocab_size, tokenizer)
     hf = read_hf_config(path)
+    section.pop("architecture")
     defaults = {f.name: f.default for f in fields(model_section)}
     values = {}
     for name in section:
@@ -186,12 +195,14 @@ def load_pretrained(model: torch.nn.Module, path: Path) -> None:
     """
     path = Path(path)
     published = is_published_dir(path)
-    weights = normalize_keys(read_weights(path), path)
+    modern = name_of(model.config) == "modernbert"
+    weights = (normalize_modernbert_keys if modern else normalize_keys)(read_weights(path), path)
+    heads = MODERNBERT_HEADS if modern else HEADS
     own = model.state_dict()
     weights = {k: v for k, v in weights.items() if k in own or not k.startswith(SENTENCE_HEAD)}
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    fresh = [k for k in missing if (published and k.startswith(HEADS)) or k.startswith(SENTENCE_HEAD)]
+    fresh = [k for k in missing if (published and k.startswith(heads)) or k.startswith(SENTENCE_HEAD)]
     missing = [k for k in missing if k not in fresh]
     if missing or unexpected:
         raise UsageError(f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
@@ -204,6 +215,142 @@ def load_pretrained(model: torch.nn.Module, path: Path) -> None:
             raise UsageError(f"{path}: {key} holds {value.dtype} values, not floating point; it is not a BERT weight")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
     if fresh:
-        heads = sorted({k.rsplit(".", 2)[0] if k.startswith("bert.pooler") else ".".join(k.split(".")[:2]) for k in fresh})
-        console.print(f"init_from {path}: {', '.join(heads)} not in the checkpoint, initialised fresh "
+        names = sorted({k.rsplit(".", 2)[0] if k.startswith("bert.pooler") else ".".join(k.split(".")[:2]) for k in fresh})
+        console.print(f"init_from {path}: {', '.join(names)} not in the checkpoint, initialised fresh "
                       f"({len(fresh)} tensors)")
+
+
+# --- ModernBERT: a transformers ModernBertForMaskedLM / ModernBertModel directory ------------------
+
+MODERNBERT_HEADS = ("head.", "decoder.")  # a bare ModernBertModel has neither: initialised fresh
+MODERNBERT_SHAPE = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "hidden_activation",
+                    "norm_eps", "norm_bias", "layer_types", "local_attention", "global_rope_theta", "local_rope_theta",
+                    "attention_bias", "mlp_bias", "decoder_bias", "classifier_activation", "classifier_bias",
+                    "max_position_embeddings")
+MODERNBERT_SPECIALS = (("pad_token_id", "pad"), ("cls_token_id", "cls"), ("sep_token_id", "sep"))
+
+
+def published_model_type(path: Path) -> str | None:
+    """config.json's model_type, or None when it is unreadable (read_hf_config then says why)."""
+    try:
+        config = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def _rope_theta(hf: dict, kind: str, legacy: str, default: float, where: Path) -> float:
+    """A layer kind's rotary base: transformers >= 5's rope_parameters, or the older <kind>_rope_theta keys."""
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict) and isinstance(params.get(kind), dict):
+        rope = params[kind]
+        if rope.get("rope_type", "default") != "default":
+            raise UsageError(f"{where}: rope_parameters.{kind}.rope_type {str(rope.get('rope_type'))[:40]!r}; bertcli's "
+                             "ModernBERT has the default rotary embedding only")
+        if "rope_theta" in rope:
+            return rope["rope_theta"]
+    value = hf.get(legacy)
+    if value is None and legacy == "local_rope_theta":  # transformers: no local theta means the global one
+        return _rope_theta(hf, "full_attention", "global_rope_theta", default, where)
+    return default if value is None else value
+
+
+def modernbert_hf_values(hf: dict, where: Path) -> dict:
+    """ModernBertConfig's values (bertcli's fields) from a transformers config.json, validated."""
+    from bertcli.modernbert import ModernBertConfig, config_problems
+
+    defaults = {f.name: f.default for f in fields(ModernBertConfig) if f.name not in ("vocab_size", "architecture")}
+    values = {name: hf.get(name, default) for name, default in defaults.items()}
+    values["pad_token_id"] = hf.get("pad_token_id", 0)
+    every = hf.get("global_attn_every_n_layers", 3)
+    values["global_attn_every_n_layers"] = every
+    if hf.get("layer_types") is None and isinstance(every, int) and every >= 1 and isinstance(values["num_hidden_layers"], int):
+        values["layer_types"] = ["sliding_attention" if i % every else "full_attention"
+                                 for i in range(values["num_hidden_layers"])]
+    values["global_rope_theta"] = _rope_theta(hf, "full_attention", "global_rope_theta", 160000.0, where)
+    values["local_rope_theta"] = _rope_theta(hf, "sliding_attention", "local_rope_theta", 10000.0, where)
+    problems = config_problems({**values, "vocab_size": hf.get("vocab_size")})
+    if problems:
+        raise UsageError(f"{where}: {problems[0]}; it is not a ModernBERT config bertcli can continue")
+    return values
+
+
+def modernbert_config(path: Path, section: dict, vocab_size: int, tokenizer):
+    """The model for a published ModernBERT init_from: its config.json decides the shape.
+
+    A model: value that contradicts config.json is an error (as for BERT); the dropouts and the
+    initialisation are training choices the YAML may change.
+    """
+    from bertcli.modernbert import ModernBertConfig
+
+    config_path = path / CONFIG_FILE
+    try:
+        hf = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{config_path}: not a readable JSON model config ({e})") from None
+    if not isinstance(hf, dict) or hf.get("model_type") != "modernbert":
+        got = hf.get("model_type") if isinstance(hf, dict) else None
+        raise UsageError(f"{config_path}: model_type {str(got)[:40]!r} is not modernbert, but model.architecture is "
+                         "modernbert; give a ModernBERT directory or set model.architecture: bert")
+    values = modernbert_hf_values(hf, path)
+    if section["architecture"] == "modernbert":
+        defaults = {f.name: f.default for f in fields(ModernBertConfig)}
+        for name, value in section.items():
+            if name == "architecture" or value == defaults[name]:
+                continue
+            if name in MODERNBERT_SHAPE and value != values[name]:
+                raise UsageError(f"model.{name} is {str(value)[:40]!r} but {config_path} says {str(values[name])[:40]!r}; "
+                                 f"with train.init_from the model's shape comes from config.json: remove model.{name}")
+            if name not in MODERNBERT_SHAPE:
+                values[name] = value  # dropouts, initialisation: the YAML's
+    else:  # a BERT model section: only untouched defaults can go with a ModernBERT
+        from bertcli.config import ModelConfig
+
+        changed = [f.name for f in fields(ModelConfig) if section.get(f.name, f.default) != f.default]
+        if changed:
+            raise UsageError(f"{config_path} is a ModernBERT but the config sets BERT's model.{changed[0]}; set "
+                             "model.architecture: modernbert and use ModernBertConfig's keys (see docs/modernbert.md)")
+    fix = f"make the data with the model's tokenizer (`bertcli tokenize --from {path}`)"
+    if hf.get("vocab_size") != vocab_size:
+        raise UsageError(f"{config_path} has vocab_size {hf.get('vocab_size')} but the data's tokenizer has {vocab_size}; {fix}")
+    if tokenizer is not None:
+        for key, name in MODERNBERT_SPECIALS:
+            if hf.get(key) is not None and hf[key] != tokenizer.special_ids[name]:
+                raise UsageError(f"{config_path} has {key} {hf[key]} but the data's tokenizer has "
+                                 f"{name} id {tokenizer.special_ids[name]}; {fix}")
+        check_adopted_tokenizer_matches(path, tokenizer)
+    values["pad_token_id"] = tokenizer.pad_id if tokenizer is not None else values["pad_token_id"]
+    return ModernBertConfig(vocab_size=vocab_size, **values)
+
+
+def check_adopted_tokenizer_matches(path: Path, tokenizer) -> None:
+    """The data's tokenizer must be the directory's tokenizer.json (same pieces at the same ids)."""
+    from bertcli.tokenizer import ARTIFACT_DIR, load
+    from bertcli.tokenizer.adopted import AdoptedTokenizer
+
+    fix = f"make the data with the model's tokenizer (`bertcli tokenize --from {path}`)"
+    if (path / ARTIFACT_DIR).is_dir():  # a bertcli export carries the tokenizer itself
+        if load(path / ARTIFACT_DIR).sha256 != tokenizer.sha256:
+            raise UsageError(f"{path}'s tokenizer is not the data's; {fix}")
+        return
+    if not (path / "tokenizer.json").is_file():
+        return  # weights only: vocab size and special ids are all there is to compare
+    published = AdoptedTokenizer.from_published(path)
+    if published.vocab_size != tokenizer.vocab_size:
+        raise UsageError(f"{path}'s tokenizer has {published.vocab_size} pieces but the data's has {tokenizer.vocab_size}; {fix}")
+    for i, (theirs, ours) in enumerate(zip(published.vocab, tokenizer.vocab)):
+        if theirs != ours:
+            raise UsageError(f"{path}'s tokenizer has {theirs[:40]!r} at id {i} but the data's has {ours[:40]!r}; {fix}")
+    if published.special_ids != tokenizer.special_ids:
+        raise UsageError(f"{path}'s tokenizer has special ids {published.special_ids} but the data's "
+                         f"{tokenizer.special_ids}; {fix}")
+
+
+def normalize_modernbert_keys(weights: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """ModernBertModel keys (no `model.` prefix) → ModernBertForMaskedLM's; the tied decoder weight checked, dropped."""
+    out = {k if k.startswith(("model.", "head.", "decoder.")) else "model." + k: v for k, v in weights.items()}
+    decoder, embeddings = out.pop("decoder.weight", None), out.get("model.embeddings.tok_embeddings.weight")
+    if decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings):
+        raise UsageError(f"{where}: decoder.weight differs from the token embeddings; bertcli ties them, as "
+                         "ModernBERT does, and cannot continue an untied model")
+    return out

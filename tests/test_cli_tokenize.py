@@ -37,14 +37,14 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_botchan_at_8000_gives_special_ids_0_to_4(tmp_path, capsys):
-    code, out, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", tmp_path / "tok", "--vocab-size", 8000)
+def test_botchan_at_4000_gives_special_ids_0_to_4(tmp_path, capsys):
+    code, out, err = bertcli_main(capsys, "tokenize", SAMPLE, "--out", tmp_path / "tok", "--vocab-size", 4000)
     assert code == 0 and "Traceback" not in err
     tok = Tokenizer.load(tmp_path / "tok")
-    assert tok.vocab_size == 8000
+    assert tok.vocab_size == 4000
     assert tok.pieces(range(5)) == list(SPECIAL_TOKENS.values())
-    assert json.loads((tmp_path / "tok" / META_FILE).read_text())["options"]["model_type"] == "bpe"
-    assert "tokenizer written to" in err and "8,000" in err  # the summary goes to stderr
+    assert json.loads((tmp_path / "tok" / META_FILE).read_text())["options"]["model_type"] == "unigram"  # the default
+    assert "tokenizer written to" in err and "4,000" in err  # the summary goes to stderr
     assert out == ""  # stdout stays clean for machine-readable output
 
 

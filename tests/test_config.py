@@ -75,6 +75,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.slow  # bertcli subprocesses
 def test_print_config_and_exit_codes(tmp_path):
     path = write(tmp_path, "data: {dir: d}\n")
     proc = run_cli("pretrain", "--config", path, "--print-config", "--set", "seed=7")
@@ -106,7 +107,8 @@ def test_model_section_is_bert_config():
 
     from bertcli.config import ModelConfig
     from bertcli.model import DATA_FIELDS, BertConfig
-    assert [f.name for f in fields(ModelConfig)] == [f.name for f in fields(BertConfig) if f.name not in DATA_FIELDS]
+    assert [f.name for f in fields(ModelConfig)] == ["architecture"] + [f.name for f in fields(BertConfig)
+                                                                        if f.name not in DATA_FIELDS]
     assert all(f.metadata["help"] for f in fields(ModelConfig))
     with pytest.raises(UsageError, match=r"model.hidden_size must be an integer in \[1, 8192\]"):
         load_config(None, ["data.dir=d", "model.hidden_size=100000"])
@@ -151,3 +153,21 @@ def test_oversized_config_is_refused(tmp_path):
     path = write(tmp_path, "# " + "x" * (1 << 20) + "\ndata: {dir: d}\n")
     with pytest.raises(UsageError, match="larger than 1 MiB"):
         load_config(path)
+
+
+def test_model_section_follows_the_architecture():
+    from dataclasses import fields
+
+    from bertcli.modernbert import ModernBertConfig
+    c = load_config(None, ["data.dir=d", "model.architecture=modernbert", "model.num_hidden_layers=2",
+                           "model.layer_types=[sliding_attention, full_attention]"])
+    assert [f.name for f in fields(c.model)] == [f.name for f in fields(ModernBertConfig)
+                                                 if f.name not in ("vocab_size", "pad_token_id")]
+    assert (c.model.intermediate_size, c.model.local_attention, c.model.global_rope_theta) == (1152, 128, 160000.0)
+    assert load_config(None, ["data.dir=d"]).model.architecture == "bert"
+    with pytest.raises(UsageError, match="unknown key model.hidden_act; did you mean model.hidden_activation"):
+        load_config(None, ["data.dir=d", "model.architecture=modernbert", "model.hidden_act=gelu"])
+    with pytest.raises(UsageError, match="model.layer_types must be a list of full_attention or sliding_attention, got 'x'"):
+        load_config(None, ["data.dir=d", "model.architecture=modernbert", "model.num_hidden_layers=1", "model.layer_types=[x]"])
+    with pytest.raises(UsageError, match="model.architecture must be one of bert, modernbert"):
+        load_config(None, ["data.dir=d", "model.architecture=gpt2"])

@@ -63,7 +63,7 @@ def tokenizers(tokenizer_dir, tmp_path_factory):
     kinds = {"bpe": tokenizer_dir}
     # in a fresh process: tokenize forks its trainer, which is unsafe once torch's threads run here
     for name, options in {"unigram-byte-fallback": ["--model-type", "unigram", "--byte-fallback"],
-                          "bpe-lowercase-byte-fallback": ["--lowercase", "--byte-fallback"]}.items():
+                          "bpe-lowercase-byte-fallback": ["--model-type", "bpe", "--lowercase", "--byte-fallback"]}.items():
         run_cli("tokenize", SAMPLE, "--out", root / name, "--vocab-size", 800, "--threads", 1, "--seed", 7, *options,
                 check=True)
         kinds[name] = root / name

@@ -13,7 +13,7 @@ import bertcli.make_data.pool as pool_module
 import bertcli.make_data.writer as writer_module
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import OWNER_FILE, DirLock, mark_owned
+from bertcli.fsutil import OWNER_FILE, TOKEN, DirLock, mark_owned
 from bertcli.make_data import MakeDataOptions, make_data, read_windows
 from bertcli.shards import PretrainingData
 from bertcli.tokenizer import Tokenizer
@@ -166,7 +166,7 @@ def test_resume_keeps_finished_shards_and_matches_an_uninterrupted_run(tokenizer
     assert not (part / "manifest.json").exists()
     finished = [part / s["file"] for s in progress["splits"]["train"]["shards"]]
     assert len(finished) == 3 and progress["splits"]["train"]["next_offset"] > 0  # stopped inside a window
-    (part / "train" / ".tmp-shard-00003.safetensors.1").write_bytes(b"half written")
+    (part / "train" / f".tmp-shard-00003.safetensors.{TOKEN}.1").write_bytes(b"half written")  # a kill's leftover
     kept = {p: p.stat().st_mtime_ns for p in finished}
 
     make(part, tokenizer_dir, workers=2, resume=True, **options)
@@ -423,6 +423,17 @@ def test_the_pool_is_spawned_before_any_thread_starts(tokenizer_dir, tmp_path, m
     make_data([SAMPLE], tokenizer_dir, tmp_path / "out", MakeDataOptions(**dict(SMALL, workers=2)), show_progress=True)
     assert seen == [("spawn", threads_before)]  # the progress bar's refresh thread starts after
     assert output_files(tmp_path / "out") == output_files(make_reference(tokenizer_dir, tmp_path))
+
+
+def test_an_input_of_one_window_is_built_without_a_pool(tokenizer_dir, tmp_path, monkeypatch):
+    from bertcli.make_data import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "mp", None)  # a pool would fail to start
+    one_window = dict(SMALL, window_chars=10**6)  # the 253 kB sample in one window
+    make(tmp_path / "two", tokenizer_dir, workers=2, **one_window)
+    make(tmp_path / "one", tokenizer_dir, workers=1, **one_window)
+    assert output_files(tmp_path / "two") == output_files(tmp_path / "one")
+    assert pool_module.paying_workers(4, 3 * 10**6 + 1, 10**6) == 4 and pool_module.paying_workers(4, None, 10) == 4
 
 
 def make_reference(tokenizer_dir, tmp_path) -> Path:

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import SAMPLE
 
+pytestmark = pytest.mark.slow  # memory bombs, each in a subprocess
+
 resource = pytest.importorskip("resource", reason="peak RSS is measured with the resource module (POSIX)")
 if not Path("/proc/self/status").exists():
     pytest.skip("peak RSS is read from /proc (Linux)", allow_module_level=True)

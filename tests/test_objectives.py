@@ -20,6 +20,7 @@ from bertcli.objectives.sop import plan_sop_pairs
 from bertcli.shards import PretrainingData, token_dtype, write_shard
 from conftest import SAMPLE, run_cli
 from objective_fixtures import NUM_SPECIAL, SPECIAL, PieceTokenizer, documents
+from builders import window_of
 
 CLS, SEP, MASK = SPECIAL.cls, SPECIAL.sep, SPECIAL.mask
 
@@ -28,7 +29,7 @@ GOLDEN = json.loads((Path(__file__).parent / "golden" / "nsp_shards.json").read_
 
 def numbered_window(sentence_counts: list[int], sentence_length: int = 5) -> Window:
     """Document d's sentence k is tokens 1000 + 100·d + 10·k + t: every token says where it came from."""
-    return Window.from_documents([[[1000 + 100 * d + 10 * k + t for t in range(sentence_length)] for k in range(n)]
+    return window_of([[[1000 + 100 * d + 10 * k + t for t in range(sentence_length)] for k in range(n)]
                                   for d, n in enumerate(sentence_counts)])
 
 

@@ -137,18 +137,16 @@ def test_a_moved_checkpoint_reads_the_tokenizer_it_carries(cli, run_dir, tmp_pat
     assert len(json.loads(out)["masks"]) == 1
 
 
-def test_an_old_checkpoint_whose_data_moved_needs_the_tokenizer_given(cli, run_dir, tokenizer_dir, tmp_path):
-    """Checkpoint format 1 did not carry its tokenizer: it is found through data.dir, or given."""
+def test_a_checkpoint_of_another_format_version_or_without_its_tokenizer_is_refused(cli, run_dir, tokenizer_dir, tmp_path):
+    """One reader per format: a checkpoint of format_version 1 is refused, not read the old way."""
     moved = tmp_path / "step"
     shutil.copytree(list_checkpoints(run_dir)[-1], moved)
-    shutil.rmtree(moved / "tokenizer")
     state = json.loads((moved / "trainer_state.json").read_text())
     (moved / "trainer_state.json").write_text(json.dumps(state | {"format_version": 1}))
-    config = yaml.safe_load((moved / "config.yaml").read_text())
     code, _, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--device", "cpu")
-    assert code == 0, err  # through config.yaml's data.dir, still where it was
-    config["data"]["dir"] = str(tmp_path / "gone")
-    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    assert code == 2 and "format_version 1" in err and "reads 2" in err and err.count("\n") == 1
+    (moved / "trainer_state.json").write_text(json.dumps(state))
+    shutil.rmtree(moved / "tokenizer")
     code, _, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--device", "cpu")
     assert code == 2 and "--tokenizer" in err and err.count("\n") == 1
     code, out, err = cli("predict", "--checkpoint", moved, "x [MASK]", "--tokenizer", tokenizer_dir, "--json", "--device", "cpu")

@@ -17,8 +17,9 @@ from bertcli.tokenizer import (MAX_SENTENCE_BYTES, META_FILE, MODEL_FILE, SPECIA
                                Tokenizer, TrainOptions, drop_long_sentences, sample_sentences, train)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "botchan.txt"
-# Fixed here, not shared with other tests, because the known answers below depend on them.
-OPTIONS = dict(vocab_size=2000, threads=1, seed=7)
+# Fixed here, not shared with other tests, because the known answers below depend on them (bpe named:
+# the vocabulary-size limits below are BPE's; unigram, the default, needs a larger vocabulary).
+OPTIONS = dict(vocab_size=2000, model_type="bpe", threads=1, seed=7)
 SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}  # where `bertcli tokenize` puts them
 
 
@@ -148,7 +149,7 @@ def test_same_inputs_and_seed_give_a_byte_identical_model(tmp_path, trained):
 
 
 def test_input_sentence_size_trains_on_a_sample(tmp_path):
-    train(Corpus([SAMPLE]), tmp_path / "t", TrainOptions(vocab_size=500, threads=1, input_sentence_size=300))
+    train(Corpus([SAMPLE]), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=500, threads=1, input_sentence_size=300))
     meta = json.loads((tmp_path / "t" / META_FILE).read_text())
     assert (meta["sentences_seen"], meta["sentences_sampled"]) == (2916, 300)
 
@@ -173,36 +174,36 @@ def test_bad_options_are_usage_errors_naming_the_option(field, value, option):
 def test_vocab_too_large_names_the_largest_that_works(tmp_path):
     corpus_text = "\n".join(SAMPLE.read_text(encoding="utf-8").splitlines()[:400])
     with pytest.raises(UsageError, match=r"--vocab-size 8000 .*largest that works is (\d+)") as err:
-        train(small_corpus(tmp_path, corpus_text), tmp_path / "t", TrainOptions(vocab_size=8000, threads=1))
+        train(small_corpus(tmp_path, corpus_text), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=8000, threads=1))
     largest = int(err.value.args[0].split("largest that works is ")[1].split()[0])
-    report = train(small_corpus(tmp_path, corpus_text), tmp_path / "t", TrainOptions(vocab_size=largest, threads=1))
+    report = train(small_corpus(tmp_path, corpus_text), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=largest, threads=1))
     assert report.vocab_size == largest
 
 
 def test_vocab_below_the_characters_names_the_smallest_that_works(tmp_path):
     text = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\n" * 20
     with pytest.raises(UsageError, match=r"--vocab-size 30 is below the (\d+) characters.*use at least") as err:
-        train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(vocab_size=30, threads=1))
+        train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=30, threads=1))
     smallest = int(err.value.args[0].split("use at least ")[1].split()[0])
-    assert train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(vocab_size=smallest, threads=1)).vocab_size == smallest
+    assert train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=smallest, threads=1)).vocab_size == smallest
 
 
 @pytest.mark.parametrize("text", ["", "\n\n   \n\t\n"])
 def test_empty_corpus_is_a_usage_error(tmp_path, text):
     with pytest.raises(UsageError, match="no non-empty lines") as err:
-        train(small_corpus(tmp_path, text, "empty.txt"), tmp_path / "t", TrainOptions(vocab_size=100))
+        train(small_corpus(tmp_path, text, "empty.txt"), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=100))
     assert "empty.txt" in str(err.value) and not (tmp_path / "t").exists()
 
 
 def test_a_corpus_of_only_control_characters_says_so(tmp_path):
     with pytest.raises(UsageError, match="no characters to learn from"):
-        train(small_corpus(tmp_path, "\x01\x02\n\u200b\n" * 5), tmp_path / "t", TrainOptions(vocab_size=40))
+        train(small_corpus(tmp_path, "\x01\x02\n\u200b\n" * 5), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=40))
 
 
 def test_lines_over_sentencepieces_limit_are_counted_and_reported(tmp_path):
     long_line = "word " * (MAX_SENTENCE_BYTES // 5 + 1)
     text = "\n".join(["a short line of text", long_line] * 30)
-    report = train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(vocab_size=40, threads=1))
+    report = train(small_corpus(tmp_path, text), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=40, threads=1))
     assert (report.sentences_seen, report.sentences_sampled) == (60, 30)
     assert any(w.startswith(f"30 sampled line(s) longer than {MAX_SENTENCE_BYTES} bytes") for w in report.warnings)
     assert json.loads((tmp_path / "t" / META_FILE).read_text())["sentences_too_long"] == 30
@@ -210,14 +211,14 @@ def test_lines_over_sentencepieces_limit_are_counted_and_reported(tmp_path):
 
 def test_a_corpus_of_only_long_lines_says_so(tmp_path):
     with pytest.raises(UsageError, match=f"all 1 sampled line.* longer than {MAX_SENTENCE_BYTES} bytes"):
-        train(small_corpus(tmp_path, "word " * 2000), tmp_path / "t", TrainOptions(vocab_size=40))
+        train(small_corpus(tmp_path, "word " * 2000), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=40))
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a directory nobody can write in")
 def test_unwritable_out_fails_before_training(monkeypatch):
     monkeypatch.setattr(sentencepiece_model, "train_model", lambda *args: pytest.fail("trained before checking --out"))
     with pytest.raises(UsageError, match="--out /proc/tok: cannot write there"):
-        train(Corpus([SAMPLE]), Path("/proc/tok"), TrainOptions(vocab_size=100))
+        train(Corpus([SAMPLE]), Path("/proc/tok"), TrainOptions(model_type="bpe", vocab_size=100))
 
 
 def test_long_sentences_are_measured_in_bytes_not_characters():
@@ -228,7 +229,7 @@ def test_long_sentences_are_measured_in_bytes_not_characters():
 def test_invalid_utf8_is_a_warning_in_the_report(tmp_path):
     path = tmp_path / "c.txt"
     path.write_bytes(b"some text here\n" * 20 + b"bad \xff\n")
-    report = train(Corpus([path]), tmp_path / "t", TrainOptions(vocab_size=30, threads=1))
+    report = train(Corpus([path]), tmp_path / "t", TrainOptions(model_type="bpe", vocab_size=30, threads=1))
     assert report.warnings == [f"1 line(s) had invalid UTF-8, replaced with U+FFFD (first at {path}:21); "
                                f"pass --strict to make this an error"]
 
@@ -244,15 +245,15 @@ def test_non_empty_out_dir_is_refused_unless_overwrite(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match=r"--out .*tok is not empty; pass --overwrite"):
-        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20))
+        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(model_type="bpe", vocab_size=20))
     assert (out / "keep.txt").read_text() == "mine"
     # --overwrite replaces only a tokenizer bertcli made, never the user's own directory
     with pytest.raises(UsageError, match=r"--out .*tok was not made by bertcli"):
-        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20), overwrite=True)
+        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(model_type="bpe", vocab_size=20), overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     ours = tmp_path / "ours"
-    train(small_corpus(tmp_path, "abc def\n" * 10), ours, TrainOptions(vocab_size=20))
-    train(small_corpus(tmp_path, "abc ghi\n" * 10), ours, TrainOptions(vocab_size=20), overwrite=True)
+    train(small_corpus(tmp_path, "abc def\n" * 10), ours, TrainOptions(model_type="bpe", vocab_size=20))
+    train(small_corpus(tmp_path, "abc ghi\n" * 10), ours, TrainOptions(model_type="bpe", vocab_size=20), overwrite=True)
     assert sorted(p.name for p in ours.iterdir()) == sorted([MODEL_FILE, META_FILE, VOCAB_FILE, fsutil.OWNER_FILE])
     assert leftovers(tmp_path) == []
 
@@ -260,16 +261,16 @@ def test_non_empty_out_dir_is_refused_unless_overwrite(tmp_path):
 def test_out_dir_holding_an_input_is_refused_even_with_overwrite(tmp_path):
     corpus = small_corpus(tmp_path, "abc def\n" * 10)
     with pytest.raises(UsageError, match="holds the input"):
-        train(corpus, tmp_path, TrainOptions(vocab_size=20), overwrite=True)
+        train(corpus, tmp_path, TrainOptions(model_type="bpe", vocab_size=20), overwrite=True)
     assert corpus.files[0].exists()
 
 
 def test_failed_training_leaves_the_old_tokenizer_untouched(tmp_path, trained):
     out = tmp_path / "tok"
-    train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=20))
+    train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(model_type="bpe", vocab_size=20))
     before = (out / MODEL_FILE).read_bytes()
     with pytest.raises(UsageError, match="largest that works"):
-        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(vocab_size=5000), overwrite=True)
+        train(small_corpus(tmp_path, "abc def\n" * 10), out, TrainOptions(model_type="bpe", vocab_size=5000), overwrite=True)
     assert (out / MODEL_FILE).read_bytes() == before and leftovers(tmp_path) == []
 
 
@@ -279,7 +280,7 @@ def test_failure_while_writing_leaves_no_half_written_tokenizer(tmp_path, monkey
 
     monkeypatch.setattr(base, "write_json_atomic", disk_full)
     with pytest.raises(OSError):
-        train(small_corpus(tmp_path, "abc def\n" * 10), tmp_path / "tok", TrainOptions(vocab_size=20))
+        train(small_corpus(tmp_path, "abc def\n" * 10), tmp_path / "tok", TrainOptions(model_type="bpe", vocab_size=20))
     assert not (tmp_path / "tok").exists() and leftovers(tmp_path) == []
 
 
@@ -347,16 +348,17 @@ def test_sample_is_roughly_uniform():
     assert abs(early - late) / (early + late) < 0.03  # no bias towards the start or the end
 
 
-def test_a_format_version_1_directory_still_loads_with_the_same_identity(trained, tmp_path):
-    """What bertcli wrote before WordPiece: metadata in tokenizer.json, no kind, no file table."""
+def test_a_format_version_1_directory_is_refused(trained, tmp_path):
+    """One reader per format: what bertcli wrote before WordPiece (metadata in tokenizer.json) is not read."""
     old = copy_dir(trained["plain"], tmp_path / "v1")
     meta = json.loads((old / META_FILE).read_text())
     (old / META_FILE).unlink()
-    v1 = {k: meta[k] for k in ("format", "vocab_size", "special_ids", "special_tokens", "sha256", "options")}
-    (old / "tokenizer.json").write_text(json.dumps(v1 | {"format_version": 1}))
-    tok, new = Tokenizer.load(old), Tokenizer.load(trained["plain"])
-    assert tok.kind == "sentencepiece" and tok.sha256 == new.sha256 == v1["sha256"]
-    assert tok.special_ids == SPECIAL_IDS and tok.encode(["I am a cat."]) == new.encode(["I am a cat."])
+    (old / "tokenizer.json").write_text(json.dumps(meta | {"format_version": 1}))
+    with pytest.raises(UsageError, match="not a bertcli tokenizer"):
+        Tokenizer.load(old)
+    (old / META_FILE).write_text(json.dumps(meta | {"format_version": 1}))
+    with pytest.raises(UsageError, match="format_version 1, this bertcli reads 2"):
+        Tokenizer.load(old)
 
 
 def test_never_replace_holds_the_specials_only(tok):

@@ -179,12 +179,14 @@ def test_bad_vocabularies_are_one_line_errors(tmp_path, content, message):
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-def test_a_non_wordpiece_hf_tokenizer_is_refused(tmp_path):
+def test_a_non_wordpiece_hf_tokenizer_goes_to_the_adopted_kind(tmp_path):
+    """A BPE tokenizer.json is adopted as it is (tokenizer/adopted.py); a broken one is one line, nothing written."""
     d = tmp_path / "bpe"
     d.mkdir()
     (d / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": {}}}))
-    with pytest.raises(Exception, match="is a BPE tokenizer, not a BERT WordPiece one"):
+    with pytest.raises(Exception, match="not a Hugging Face tokenizers file") as err:
         adopt(d, tmp_path / "out")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
 def test_cli_tokenize_from(cli, google_vocab, tmp_path):

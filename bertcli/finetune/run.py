@@ -31,10 +31,9 @@ from bertcli.finetune.config import FinetuneConfig
 from bertcli.finetune.data import TASK_TYPES, Fields, label_names, read_split
 from bertcli.finetune.loading import ModelSpec, load_model_for_finetune
 from bertcli.finetune.trainer import INITS, FinetuneRun, as_encoded, finetune_one
-from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_bytes_atomic, write_json_atomic
+from bertcli.fsutil import check_output_dir, output_dir, write_bytes_atomic, write_json_atomic
 
 KIND = "finetune"
-OUT_ENTRIES = ("config.yaml", "metrics.jsonl", "results.json", "test_predictions.tsv", "model")
 MAX_SEEDS = 100
 PRIMARY = {"classification": "accuracy", "regression": "pearson"}
 
@@ -133,9 +132,8 @@ def finetune(options: FinetuneOptions, config: FinetuneConfig, device: torch.dev
                                                      (validation, "--validation", options.validation, True),
                                                      (test, "--test", options.test, False))]
     out = Path(options.out)
-    inputs = [options.model, options.train, options.validation, options.test]
-    check_output_dir(out, KIND, overwrite=options.overwrite, inputs=[p for p in inputs if p is not None],
-                     allowed_entries=OUT_ENTRIES)
+    inputs = [p for p in (options.model, options.train, options.validation, options.test) if p is not None]
+    check_output_dir(out, KIND, overwrite=options.overwrite, inputs=inputs)  # before any training
     for note in spec.notes if options.init == "pretrained" else []:
         console.print(note)
     truncated = {name: e.truncated for name, e in zip(("train", "validation", "test"), encoded) if e is not None}
@@ -143,7 +141,7 @@ def finetune(options: FinetuneOptions, config: FinetuneConfig, device: torch.dev
         console.print("truncated to data.max_seq_length " + str(length) + ": " +
                       ", ".join(f"{n} {c:,} of {len(e):,}" for (n, c), e in zip(truncated.items(), encoded) if c))
     seeds = [config.seed + i for i in range(options.seeds)]
-    with DirLock(out, "--out"), atomic_directory(out, KIND) as tmp:
+    with output_dir(out, KIND, overwrite=options.overwrite, inputs=inputs) as tmp:
         write_bytes_atomic(tmp / "config.yaml", config.to_yaml().encode())
         with open(tmp / "metrics.jsonl", "w", encoding="utf-8") as log_file:
             def log(record):

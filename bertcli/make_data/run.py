@@ -26,11 +26,11 @@ import numpy as np
 from bertcli import __version__
 from bertcli.corpus import Corpus
 from bertcli.errors import UsageError
-from bertcli.fsutil import TMP_PREFIX, input_file_problem, refuse_overlap, write_json_atomic
+from bertcli.fsutil import input_file_problem, own, refuse_overlap, remove_temps, write_json_atomic
 from bertcli.make_data.diagnostics import check_usable, warn_about
 from bertcli.make_data.options import MakeDataOptions
 from bertcli.make_data.output import write_out_dir
-from bertcli.make_data.pool import run_pool, worker_pool
+from bertcli.make_data.pool import paying_workers, run_pool, worker_pool
 from bertcli.make_data.progress import Progress, cpu_time
 from bertcli.make_data.reading import read_windows
 from bertcli.make_data.windows import build_window, masking_params
@@ -76,7 +76,9 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
 
     writers = {s: SplitWriter(out_dir, s, opts, tok, states[s], save) for s in SPLITS}
     save()
-    workers = opts.workers or (os.cpu_count() or 1)
+    own(out_dir, [PROGRESS], rewritten=True)
+    input_bytes = None if corpus.options.dataset else corpus.stats.total_bytes
+    workers = paying_workers(opts.workers or (os.cpu_count() or 1), input_bytes, opts.window_chars)
     started, cpu_started = time.perf_counter(), cpu_time()
     # The pool first: its processes must start before the progress bar's refresh thread does.
     with worker_pool(workers, tokenizer_dir) as pool, Progress(corpus, show_progress) as progress:
@@ -107,10 +109,11 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
     check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
-    tok.save(out_dir / ARTIFACT_DIR)
+    written = tok.save(out_dir / ARTIFACT_DIR)
+    own(out_dir, [f"{ARTIFACT_DIR}/{name}" for name in written])
     write_json_atomic(out_dir / MANIFEST, manifest)
     (out_dir / PROGRESS).unlink(missing_ok=True)
-    for leftover in out_dir.rglob(f"{TMP_PREFIX}*"):
-        leftover.unlink()
+    own(out_dir, [MANIFEST], drop=[PROGRESS])
+    remove_temps(out_dir)  # a killed earlier run's partial shard; never a name that is not provably ours
     warn_about(manifest, corpus, opts)
     return manifest

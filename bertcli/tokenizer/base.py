@@ -111,13 +111,15 @@ class Tokenizer:
                 "vocab_size": self.vocab_size, "special_ids": self.special_ids, "special_tokens": SPECIAL_TOKENS,
                 "sha256": self.sha256, "files": {name: sha256_bytes(data) for name, data in self.files().items()}}
 
-    def save(self, directory: Path) -> None:
-        """Write this tokenizer's files into `directory` (made if missing), each atomically."""
+    def save(self, directory: Path) -> list[str]:
+        """Write this tokenizer's files into `directory` (made if missing), each atomically; their names."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files().items():
+        files = self.files()
+        for name, data in files.items():
             write_bytes_atomic(directory / name, data)
         write_json_atomic(directory / META_FILE, self.metadata())
+        return [*files, META_FILE]
 
 
 def find_special_ids(vocab: list[str], where: str, tokens: dict[str, str] | None = None) -> dict[str, int]:
