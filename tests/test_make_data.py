@@ -299,7 +299,7 @@ def test_a_non_empty_output_directory_is_refused(cli, tokenizer_dir, tmp_path):
 def test_the_installed_command_prints_one_line_and_exits_2(tokenizer_dir, tmp_path):
     proc = run_cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out", "--max-seq-length", "4")
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 must be between 8 and 512" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 is out of range: give an integer from 8 to 512" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------

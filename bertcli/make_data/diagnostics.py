@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertcli.console import warn
+from bertcli.console import shown, warn
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError
 from bertcli.make_data.options import MakeDataOptions
@@ -13,16 +13,32 @@ from bertcli.objectives import get_objective
 from bertcli.shards import SPLITS
 
 
-def check_usable(manifest: dict, files: list[Path], opts: MakeDataOptions) -> None:
+def check_usable(manifest: dict, files: list[Path], opts: MakeDataOptions, counts=()) -> None:
+    """`counts`: the InputCounts of the inputs read, to say why a corpus gave no text."""
     train = manifest["splits"]["train"]
-    names = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+    names = shown(", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else ""))
     get_objective(opts.objective).builder.check_data(train, names)
     if train["instances"] == 0:
         if train["documents"] == 0:
-            raise DataError(f"no training instances: the corpus ({names}) holds no text for the train split; "
-                            "give text, one sentence per line")
+            raise DataError(f"no training instances: the corpus ({names}) {_why_no_text(counts)}")
         raise DataError(f"no training instances: the corpus ({names}) is too short (a single one-sentence document "
                         "cannot make a pair); give more text")
+
+
+def _why_no_text(counts) -> str:
+    """What happened to the text of a corpus that gave no document: skipped records, invalid bytes, or none."""
+    skipped = [c for c in counts if c.records_skipped]
+    if skipped:
+        first = skipped[0]
+        total = sum(c.records_skipped for c in skipped)
+        return (f"gave no usable record: {total} of {sum(c.records for c in counts)} were skipped (first at "
+                f"{shown(first.first_skipped)}: {first.first_skip_reason}); fix them, or pass the right "
+                "--input-format, --text-field or --encoding")
+    invalid = [c for c in counts if c.invalid_lines]
+    if invalid:
+        return (f"holds only lines with invalid bytes (first at {shown(invalid[0].first_invalid)}); give its "
+                "--encoding or convert it to UTF-8")
+    return "holds no text for the train split; give text, one sentence per line"
 
 
 _SINGLE_SENTENCE_HINT = {

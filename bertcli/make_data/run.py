@@ -108,7 +108,7 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
+    check_usable(manifest, corpus.files or [corpus.options.dataset], opts, corpus.stats.inputs)
     written = tok.save(out_dir / ARTIFACT_DIR)
     own(out_dir, [f"{ARTIFACT_DIR}/{name}" for name in written])
     write_json_atomic(out_dir / MANIFEST, manifest)
