@@ -129,6 +129,7 @@ CONFIG: dict[str, Range] = {
     "train.grad_clip": _f(0.0, 1e6, "0: off"),
     "system.pad_vocab_multiple": _i(1, 4096, "1: off"),
     "system.cpu_threads": _i(0, MAX_THREADS, "0: torch's default"),
+    "system.peak_tflops": _f(0.0, 1e6, "null: a known GPU's data-sheet peak, or the CPU's measured rate", low_open=True),
     "system.log_interval": _i(1, COUNT),
     "system.eval_interval": _i(0, COUNT, "0: only at the end"),
     "system.eval_batches": _i(0, COUNT, "0: all"),

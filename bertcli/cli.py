@@ -423,6 +423,20 @@ def glue(
         typer.echo(json.dumps({"tasks": results["tasks"], "score": results["score"]}))
 
 
+@app.command(no_args_is_help=True)
+def report(
+    runs: List[Path] = typer.Argument(..., metavar="RUN...", show_default=False,
+                                      help="Pretrain run directories (finished, running or copied), finetune/glue outputs, or results.json files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write \\[default: RUN/report.html for one run]."),
+) -> None:
+    """One self-contained HTML file: loss, accuracy (with baselines), lr, grad norm, tokens/s, MFU and memory charts, evaluations, data, config; several runs overlaid."""
+    from bertcli.console import console
+    from bertcli.report import default_out, write_report
+
+    path = write_report(runs, out if out is not None else default_out(runs))
+    console.print(f"report written to {path}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and turn expected failures into one line and an exit code.
 

@@ -104,6 +104,8 @@ class SystemConfig:
     pad_vocab_multiple: int = _f(64, "widen the masked-LM decoder matmul to a multiple of this (faster kernels); "
                                      "weights and checkpoints keep the real vocab size. 1: off")
     cpu_threads: int = _f(0, "intra-op threads on the CPU (0: torch's default, one per core)")
+    peak_tflops: Optional[float] = _f(None, "one device's peak TFLOP/s that MFU is measured against (null: a known GPU's "
+                                         "data-sheet peak for the precision, or the CPU's matmul rate measured at start)")
     log_interval: int = _f(10, "log metrics every this many steps")
     eval_interval: int = _f(0, "evaluate on the validation split every this many steps (0: only at the end)")
     eval_batches: int = _f(20, "validation batches per evaluation during training (0: all)")

@@ -225,8 +225,11 @@ def test_a_single_document_warns_that_every_random_pair_falls_back(cli, tokenize
     code, _, err = cli("make-data", corpus, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out",
                        "--validation-fraction", "0", "--max-seq-length", "32")
     assert code == 0 and "single document" in err
-    stats = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]["stats"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stats = manifest["splits"]["train"]["stats"]
     assert stats["random_next_fraction"] == 0 and stats["fallback_pairs"] > 0
+    [warning] = manifest["warnings"]  # recorded for the report, as printed
+    assert "single document" in warning and " ".join(warning.split()) in " ".join(err.split())
 
 
 def test_one_sentence_documents_warn_and_are_all_random(cli, tokenizer_dir, tmp_path):

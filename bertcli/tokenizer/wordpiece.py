@@ -142,6 +142,9 @@ class WordPieceTokenizer(Tokenizer):
     def starts_word(self, piece: str) -> bool:
         return not piece.startswith(PREFIX)
 
+    def piece_text(self, piece: str) -> str:
+        return piece.removeprefix(PREFIX)
+
     def files(self) -> dict[str, bytes]:
         return {VOCAB_FILE: self.vocab_bytes}
 
