@@ -199,15 +199,10 @@ def _classifier_class(config) -> type:
 
 def _hf_modernbert_config(path: Path):
     """A transformers ModernBERT directory's config, validated as train.init_from validates it."""
-    import json
-
     from bertcli.modernbert import ModernBertConfig
-    from bertcli.weights import modernbert_hf_values
+    from bertcli.weights import modernbert_hf_values, read_config_json
 
-    try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path / 'config.json'}: not a readable JSON model config ({e})") from None
+    hf = read_config_json(path / "config.json")  # bounded in size and depth, no NaN
     values = modernbert_hf_values(hf, path)
     if values["pad_token_id"] is None:
         values["pad_token_id"] = 0
