@@ -94,9 +94,15 @@ def shard_metadata(path: Path) -> dict:
     return {k: v for k, v in info.items() if k not in ("format", "format_version")}
 
 
+def tiled(base, n: int) -> list:
+    """n instances: copies of `base` (an Examples), the last one cut short."""
+    full, rest = divmod(n, len(base))
+    return [base] * full + ([base.slice(0, rest)] if rest else [])
+
+
 def generate(template: Path, out: Path, instances: int) -> Path:
     """A data directory of `instances` training instances: the template's, tiled into full shards."""
-    from bertcli.shards import MANIFEST, Examples, load_shard, token_dtype, write_shard
+    from bertcli.shards import MANIFEST, load_shard, token_dtype, write_shard
 
     if (out / MANIFEST).is_file():
         return out
@@ -104,24 +110,23 @@ def generate(template: Path, out: Path, instances: int) -> Path:
     manifest = json.loads((template / MANIFEST).read_text())
     first = template / manifest["splits"]["train"]["shards"][0]["file"]
     base = load_shard(first)
-    copies = -(-SHARD_INSTANCES // len(base))
-    shard = Examples.concat([base] * copies).slice(0, SHARD_INSTANCES)
     metadata, dtype = shard_metadata(first), token_dtype(manifest["tokenizer"]["vocab_size"])
     shutil.copytree(template, out, ignore=shutil.ignore_patterns("shard-*"))
     (out / "train").mkdir(exist_ok=True)
     for name in manifest["splits"]["validation"]["shards"]:
         shutil.copy(template / name["file"], out / name["file"])
-    entries, left, k = [], instances, 0
+    entries, left, k, masked = [], instances, 0, 0
     while left > 0:
-        part = shard if left >= SHARD_INSTANCES else shard.slice(0, left)
+        part = tiled(base, min(left, SHARD_INSTANCES))  # write_shard joins a list of parts into one shard
         name = f"train/shard-{k:05d}.safetensors"
         sha = write_shard(out / name, part, dtype, metadata)
-        entries.append({"file": name, "instances": len(part), "tokens": part.num_tokens, "sha256": sha})
-        left -= len(part)
+        n, tokens = sum(map(len, part)), sum(p.num_tokens for p in part)
+        entries.append({"file": name, "instances": n, "tokens": tokens, "sha256": sha})
+        masked += sum(p.num_masked for p in part)
+        left -= n
         k += 1
     train = manifest["splits"]["train"]
-    train.update(shards=entries, instances=instances, tokens=sum(e["tokens"] for e in entries),
-                 masked_tokens=shard.num_masked * (instances // SHARD_INSTANCES) + shard.slice(0, instances % SHARD_INSTANCES).num_masked)
+    train.update(shards=entries, instances=instances, tokens=sum(e["tokens"] for e in entries), masked_tokens=masked)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
 

@@ -24,24 +24,24 @@ is one a run can continue from.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
+import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from bertcli.console import shown
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import TMP_PREFIX, atomic_directory, read_json, sha256_file, write_json_atomic
 from bertcli.architectures import build_model, config_from_dict, config_problems
-from bertcli.limits import MAX_COUNT, SHA256, is_int
+from bertcli.fsutil import atomic_directory, own, read_json, read_owner, remove_owned, sha256_file, write_json_atomic
+from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
 
 FORMAT = "bertcli-checkpoint"
-FORMAT_VERSION = 2  # 2: carries tokenizer/ (1 still loads: artifacts.py finds its tokenizer the old way)
+FORMAT_VERSION = 2  # of trainer_state.json; a checkpoint carries its tokenizer in tokenizer/
 STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE, CONFIG_FILE = (
     "trainer_state.json", "model.safetensors", "optimizer.pt", "scaler.pt", "config.yaml")
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)
@@ -74,10 +74,10 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create {root}: {e.strerror}; choose a writable out_dir") from None
-    for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed (never one still running)
-        if not _pid_alive(stale.name.rsplit(".", 1)[-1]):
-            shutil.rmtree(stale, ignore_errors=True)
-    try:
+    owned = read_owner(run_dir) is not None  # the run's marker lists its checkpoints (a bare directory in tests)
+    if owned:
+        own(run_dir, [f"{root.name}/"])  # a run killed in its first save leaves only bertcli's files here
+    try:  # (atomic_directory also deletes what a killed save left)
         with atomic_directory(final, "checkpoint") as tmp:
             save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -97,25 +97,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
         raise DataError(f"cannot write checkpoint {final}: {reason}; free some space — "
                         "the previous checkpoint is intact") from None
     # Only checkpoints with finite weights are ever written, so the newest `keep` always include one.
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    old = list_checkpoints(run_dir)[:-keep]
+    for ckpt in old:
+        remove_owned(ckpt, whole=True)  # what the save wrote: a file the user put there stays, with its directory
+    if owned:
+        own(run_dir, [f"{root.name}/{final.name}/"], drop=[f"{root.name}/{c.name}/" for c in old])
     return final
-
-
-def _pid_alive(text: str) -> bool:
-    try:
-        pid = int(text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def last_finite_checkpoint(run_dir: Path) -> Path | None:
@@ -145,7 +132,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def state_problems(state: dict) -> list[str]:
@@ -188,9 +175,9 @@ def read_state(ckpt: Path) -> dict:
     state = read_json(path, "trainer state")
     if state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli checkpoint")
-    if state.get("format_version") not in (1, FORMAT_VERSION):
+    if state.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{ckpt} has checkpoint format_version {str(state.get('format_version'))[:20]}, "
-                         f"this bertcli reads 1 and {FORMAT_VERSION}")
+                         f"this bertcli reads {FORMAT_VERSION}")
     for key in ("step", "model_config", "files"):
         if key not in state:
             raise DataError(f"{path} lacks {key!r}; the checkpoint is damaged, use an earlier one")
@@ -250,8 +237,41 @@ def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
     return weights
 
 
+# torch.load(weights_only=True) is what keeps a crafted .pt/.bin from running code; below torch 2.6
+# it can be bypassed (CVE-2025-32434), so pyproject.toml requires 2.6 and a load refuses an older one.
+MIN_SAFE_TORCH = (2, 6)
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = (int("".join(ch for ch in part if ch.isdigit()) or 0) for part in torch.__version__.split(".")[:2])
+    return major, minor
+
+
+def check_torch_zip(path: Path) -> str | None:
+    """What makes a torch file unsafe to hand to torch.load: a zip whose records declare more bytes
+    than the file holds (torch.save stores records uncompressed, so a compressed one is an
+    inflation bomb: 2 MB that expand to GBs before any check), or a torch without safe loading."""
+    if torch_version() < MIN_SAFE_TORCH:
+        return (f"torch {torch.__version__} can be made to run code by a crafted file even with weights_only=True "
+                "(CVE-2025-32434); install torch 2.6 or newer")
+    if not zipfile.is_zipfile(path):
+        return None  # torch's legacy (pre-1.6) format: no compression, read as laid out
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        return f"not a readable torch file ({shown(e, 80)})"
+    declared, size = sum(r.file_size for r in records), Path(path).stat().st_size
+    if any(r.compress_type != zipfile.ZIP_STORED for r in records) or declared > size:
+        return (f"its records declare {declared:,} bytes in a file of {size:,} (compressed records); torch.save "
+                "never writes that, refused before loading")
+    return None
+
+
 def load_torch_state(path: Path):
     """Optimizer/scaler state: plain tensors and containers only, never arbitrary pickles."""
+    if problem := check_torch_zip(path):
+        raise DataError(f"{path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or foreign file

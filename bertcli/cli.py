@@ -7,13 +7,16 @@ config, 1 at run time, 130 on Ctrl-C).
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from bertcli import __version__
+from bertcli.bounds import check_options, check_out_name
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
 from bertcli.limits import MASKED_LM_PROB_RANGE
@@ -21,8 +24,34 @@ from bertcli.make_data.options import SHORT_SEQ_PROB, MakeDataOptions
 from bertcli.make_data.options import default as _MD
 from bertcli.stopping import terminate_like_ctrl_c
 
+TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer", "Data", "Run", "Switches", "Input"
+FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _as_flag(option):
+    if option is not None:
+        option.metavar = FLAG
+    return option
+
+
+class _Group(TyperGroup):
+    """Typer's group, showing -h/--help as the flag it is (no "<bool>") on every command."""
+
+    def get_help_option(self, ctx):
+        return _as_flag(super().get_help_option(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _as_flag(command.get_help_option(ctx))
+        return command
+
+
 app = typer.Typer(
     name="bertcli",
+    cls=_Group,
     help="Pretrain BERT from raw text: [bold]tokenize[/bold] → [bold]make-data[/bold] → [bold]pretrain[/bold] → [bold]eval[/bold]; then [bold]export[/bold] to Hugging Face or try it with [bold]predict[/bold].",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -31,10 +60,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-TOKENIZER_PANEL, DATA_PANEL, RUN_PANEL, SWITCHES_PANEL, INPUT_PANEL = "Tokenizer", "Data", "Run", "Switches", "Input"
-FLAG = ""  # metavar of an on/off flag: no "<bool>" that reads as if it took a value
-PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP}
 
 
 def _precision(value: str) -> str:
@@ -49,7 +75,9 @@ INPUT_HELP = ("Files, directories (their *.txt, *.jsonl, *.json, *.parquet, recu
 def _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
                     dataset, dataset_config, dataset_split):
     from bertcli.readers.base import ReaderOptions
+    from bertcli.readers.streams import check_encoding
 
+    check_encoding(encoding)
     return ReaderOptions(input_format=input_format, text_field=text_field, document_per_file=document_per_file,
                          sentence_splitter=sentence_splitter, language=language, encoding=encoding, dataset=dataset,
                          dataset_config=dataset_config, dataset_split=dataset_split)
@@ -81,7 +109,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar=FLAG, help="Print the version and exit."),
 ) -> None:
     """Pretrain BERT from raw text."""
 
@@ -108,14 +136,16 @@ def tokenize(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
+    check_options("tokenize", locals())
+    check_out_name("--out", out)
     from bertcli.errors import UsageError
     from bertcli.console import warn
     from bertcli.reports import print_adopt_report, print_tokenize_report
     from bertcli.tokenizer import TrainOptions, adopt, train
 
     if from_ is not None:
-        if inputs:
-            raise UsageError("--from adopts a tokenizer: give no INPUT files with it")
+        if inputs or dataset is not None:
+            raise UsageError("--from adopts a tokenizer: give no INPUT files and no --dataset with it")
         print_adopt_report(adopt(from_, out, lowercase, add_words, overwrite), out)
         return
     if add_words is not None:
@@ -167,6 +197,8 @@ def make_data_command(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
+    check_options("make-data", locals())
+    check_out_name("--out", out)
     from bertcli.corpus import expand_inputs
     from bertcli.make_data import make_data
     from bertcli.reports import print_make_data_report
@@ -194,7 +226,8 @@ def show_data_command(
     json_lines: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per instance on stdout."),
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
-    """Show pretraining instances: segments A and B, masked positions with their originals, the NSP label."""
+    """Show pretraining instances: segments A and B (one sequence for mlm), masked positions with their originals, the sentence label (nsp or sop)."""
+    check_options("show-data", locals())
     from bertcli.show_data import show_data
 
     show_data(data, split, start, count, json_lines, tokenizer)
@@ -208,7 +241,7 @@ def pretrain(
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a run already in out_dir."),
     print_config: bool = typer.Option(False, "--print-config", metavar=FLAG, help="Print the resolved config as YAML on stdout and exit."),
 ) -> None:
-    """Pretrain BERT (masked LM + next sentence) on make-data shards; torchrun -m bertcli pretrain for several GPUs."""
+    """Pretrain BERT on make-data shards (masked LM, plus the data's sentence task: nsp or sop; mlm has none); torchrun -m bertcli pretrain for several GPUs."""
     from bertcli.config import load_config
 
     cfg = load_config(config, set_)
@@ -233,7 +266,8 @@ def eval_command(
     precision: str = typer.Option("fp32", metavar="<auto|fp32|bf16|fp16>", callback=_precision, help="Precision (auto: bf16 on a GPU that has it, else fp32)."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the metrics as one JSON object on stdout."),
 ) -> None:
-    """Masked-LM accuracy and next-sentence accuracy of a checkpoint, with Google's metric names."""
+    """Masked-LM accuracy of a checkpoint and, for nsp or sop, its sentence-task accuracy, with Google's metric names."""
+    check_options("eval", locals())
     import json
 
     from bertcli.evaluate import run_eval
@@ -264,6 +298,7 @@ def export(
     from bertcli.export import export as run_export
     from bertcli.reports import print_export_summary
 
+    check_out_name("--out", out)
     if dtype not in TORCH_DTYPE_NAMES:
         raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(TORCH_DTYPE_NAMES)}")
     print_export_summary(run_export(checkpoint, out, tokenizer, TORCH_DTYPE_NAMES[dtype], overwrite))
@@ -274,17 +309,18 @@ def predict(
     texts: Optional[List[str]] = typer.Argument(None, metavar="TEXT...", show_default=False,
                                                 help='Text with [MASK] where a token should be predicted, e.g. "The cat sat on the [MASK]."'),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint directory, or a run directory (its latest checkpoint)."),
-    next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text). Once for all texts, or once per text."),
+    next_: List[str] = typer.Option([], "--next", help="A second sentence: also give P(it follows the text) from the sentence head (nsp: next, sop: in order; mlm has none). Once for all texts, or once per text."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also read texts from this file, one per line; a tab separates an optional second sentence."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens to show per [MASK]."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory \\[default: the one the checkpoint carries]."),
     device: str = typer.Option("auto", metavar="<auto|cpu|cuda>", help="Where to run (auto: cuda if available)."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="One JSON object per text on stdout instead of tables."),
 ) -> None:
-    """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the next-sentence head.
+    """Fill in each [MASK] (top-k tokens with probabilities) and, with --next, ask the sentence head (nsp or sop).
 
     As in Hugging Face tokenizers, [MASK] (and [SEP], [CLS]) written in the text are those tokens.
     """
+    check_options("predict", locals())
     import json
 
     from bertcli.predict import predict as run_predict, read_queries
@@ -320,6 +356,8 @@ def finetune(
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print results.json as one JSON object on stdout."),
 ) -> None:
     """Fine-tune a classifier (or regressor) on labelled text and report validation metrics: the median over --seeds."""
+    check_options("finetune", locals())
+    check_out_name("--out", out)
     import json
 
     from bertcli.finetune.config import load_finetune_config
@@ -358,6 +396,9 @@ def glue(
     print_recipe: bool = typer.Option(False, "--print-recipe", metavar=FLAG, help="Print the recipe as YAML on stdout and exit."),
 ) -> None:
     """Fine-tune on GLUE's nine tasks: the table of median scores and the GLUE average, results.json, and the leaderboard's submission files."""
+    check_options("glue", locals())
+    if out is not None:
+        check_out_name("--out", out)
     import json
 
     from bertcli.finetune.glue import CoreFineTuner, GlueOptions, glue_table, run_glue
@@ -382,6 +423,20 @@ def glue(
         typer.echo(json.dumps({"tasks": results["tasks"], "score": results["score"]}))
 
 
+@app.command(no_args_is_help=True)
+def report(
+    runs: List[Path] = typer.Argument(..., metavar="RUN...", show_default=False,
+                                      help="Pretrain run directories (finished, running or copied), finetune/glue outputs, or results.json files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write \\[default: RUN/report.html for one run]."),
+) -> None:
+    """One self-contained HTML file: loss, accuracy (with baselines), lr, grad norm, tokens/s, MFU and memory charts, evaluations, data, config; several runs overlaid."""
+    from bertcli.console import console
+    from bertcli.report import default_out, write_report
+
+    path = write_report(runs, out if out is not None else default_out(runs))
+    console.print(f"report written to {path}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and turn expected failures into one line and an exit code.
 
@@ -392,6 +447,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     except BertcliError as e:
         error_line(str(e))
         sys.exit(e.exit_code)
+    except OSError as e:
+        # What the system refuses for a path the user chose (too long a name, no space, no
+        # permission, a read-only disk, a symlink loop) is that path's problem, not a bug.
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        error_line(f"{where}{e.strerror or e}; check the path, its permissions and the free space")
+        sys.exit(1)
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)

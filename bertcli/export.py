@@ -39,12 +39,13 @@ from bertcli import __version__
 from bertcli.artifacts import checkpoint_tokenizer
 from bertcli.checkpoint import load_weights, read_state, resolve_checkpoint
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_bytes_atomic, write_json_atomic
+from bertcli.fsutil import check_output_dir, output_dir, write_bytes_atomic, write_json_atomic
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PROVENANCE_FILE = "bertcli_export.json"
+KEEP = ("README.md",)  # a model card the user wrote into an export survives --overwrite (Hugging Face convention)
 
 
 def write_tokenizer_files(directory: Path, tok: Tokenizer, max_length: int, files: dict | None = None) -> None:
@@ -127,11 +128,12 @@ def export(checkpoint: Path, out: Path, tokenizer_dir: Path | None = None, dtype
         tokenizer_files = without_token_types(tokenizer_files)
     out = Path(out)
     # --overwrite replaces --out: never let that delete the checkpoint or tokenizer being exported.
-    check_output_dir(out, "export", overwrite=overwrite, inputs=[ckpt, *([tok.path] if tok.path else [])])
+    inputs = [ckpt, *([tok.path] if tok.path else [])]
+    check_output_dir(out, "export", overwrite=overwrite, inputs=inputs, keep=KEEP)
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in load_weights(ckpt, state).items()}
     final = Path(os.path.abspath(out))
     try:
-        with DirLock(out, "--out"), atomic_directory(out, "export") as tmp:
+        with output_dir(out, "export", overwrite=overwrite, inputs=inputs, keep=KEEP) as tmp:
             save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             _readable_by_all(tmp / "model.safetensors")
             objective = checkpoint_objective(state, ckpt)

@@ -62,10 +62,6 @@ class Window:
         per_document = np.bincount(document_of[kept], minlength=len(sentences_per_document))
         return cls(tokens, offsets_of(lengths[kept]), offsets_of(per_document[per_document > 0]))
 
-    @classmethod
-    def from_documents(cls, documents: list[list[list[int]]]) -> "Window":
-        return cls.from_encoded([s for d in documents for s in d], [len(d) for d in documents])
-
     @property
     def num_documents(self) -> int:
         return len(self.document_starts) - 1

@@ -17,3 +17,8 @@ MASKED_LM_PROB_RANGE = (0.05, 0.5)  # BERT's 0.15 up to the 20-40 % of MosaicBER
 def is_int(value) -> bool:
     """An integer that is not a bool (JSON's true is not a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """An int or a float that is not a bool (finite or not: callers that need finite say so)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

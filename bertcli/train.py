@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,18 +38,18 @@ from bertcli.console import console
 from bertcli.divergence import DivergenceGuard
 from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
-from bertcli.fsutil import (OWNER_FILE, DirLock, check_output_dir, mark_owned, read_owner, refuse_overlap,
-                            write_bytes_atomic, writable_problem)
+from bertcli.fsutil import OWNER_FILE, claim_directory, own, read_owner, refuse_overlap, write_bytes_atomic
 from bertcli.architectures import build_model, name_of
-from bertcli.model import flops_per_token, parameter_count
+from bertcli.model import parameter_count
+from bertcli.report import write_run_report
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
+from bertcli.utilization import StepCounts, device_peak, step_flops
 from bertcli.weights import load_pretrained, model_config
 
 
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "checkpoints", "tensorboard")  # what a run directory holds
 
 
 def get_lr(step: int, t: TrainConfig) -> float:
@@ -155,12 +154,14 @@ class Trainer:
         self.loader = make_loader(self.data, self.plan, rt.rank, self.remask, self.step, t.max_steps,
                                   c.data.num_workers, pin_memory=rt.device.type == "cuda")
         self.guard = DivergenceGuard(rt.device, rt.precision == "fp16", rt.distributed, self.run_dir)
-        self.window = MetricsWindow(rt.device, self.objective.sentence_log)
+        self.peak = device_peak(rt.device, rt.precision, s.peak_tflops)  # on the CPU: measured now, briefly
+        self.window = MetricsWindow(rt.device, self.objective.sentence_log, self.peak, rt.world_size)
         self.config_yaml = c.to_yaml()
         self.log = None
         if rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(self.run_dir / CONFIG_FILE, self.config_yaml.encode())
+            own(self.run_dir, [CONFIG_FILE, METRICS_FILE], rewritten=True)  # what --overwrite may delete
             self.log = RunLog(self.run_dir, self.step if ckpt is not None else None)
             self._banner(ckpt)
 
@@ -172,9 +173,9 @@ class Trainer:
         return resolve_checkpoint(Path(resume)) if resume else None
 
     def _claim_out_dir(self, resume: str | None, ckpt: Path | None, overwrite: bool) -> None:
-        """Make out_dir this run's, after everything else was validated: lock it, refuse one that
-        holds an input or another run (or anything bertcli did not make), clear an owned one on
-        --overwrite, and mark a new one as a bertcli run."""
+        """Make out_dir this run's, after everything else was validated (fsutil.claim_directory):
+        lock it, refuse one that holds an input or another run, clear an owned one on --overwrite
+        (only the files a run wrote: anything else stops it), and mark a new one as a bertcli run."""
         out = self.run_dir
         inputs = [*self.config.data_dirs, self.config.train.init_from]
         continuing = ckpt is not None and out.resolve() in ckpt.resolve().parents  # this run's own checkpoint
@@ -182,41 +183,22 @@ class Trainer:
             inputs.append(ckpt)
         if not self.runtime.is_main:
             return
-        self.lock = DirLock(out, "out_dir").__enter__()
-        try:
+        if continuing:
             refuse_overlap(out, inputs, "out_dir")
-            if continuing:
-                if problem := writable_problem(out):
-                    raise UsageError(f"out_dir {out}: cannot write there ({problem}); make it writable to resume")
-                if read_owner(out) is None:  # a run from before ownership markers: it holds our checkpoints
-                    mark_owned(out, "run")
-                return
-            owner = read_owner(out) if out.is_dir() else None
-            entries = [e for e in out.iterdir() if e.name != OWNER_FILE] if out.is_dir() else []
-            if resume == "auto" and owner is not None and owner["kind"] == "run":
-                overwrite = True  # our own run, stopped before its first checkpoint: start it afresh
-            if entries and not overwrite:
-                what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
-                raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
-                                 "replace a run bertcli made, or set out_dir elsewhere")
-            # only what a run writes is ever deleted: a file the user put there stops --overwrite
-            check_output_dir(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir",
-                             allowed_entries=RUN_ENTRIES)
-            if entries:  # validated, owned, and --overwrite: only now is the old run deleted
-                for entry in entries:
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-            out.mkdir(parents=True, exist_ok=True)
-            mark_owned(out, "run")
-        except BaseException:
-            self.close()
-            raise
+            self.lock = claim_directory(out, "run", resume=True, option="out_dir")
+            return
+        owner = read_owner(out) if out.is_dir() else None
+        if resume == "auto" and owner is not None and owner["kind"] == "run":
+            overwrite = True  # our own run, stopped before its first checkpoint: start it afresh
+        if out.is_dir() and any(e.name != OWNER_FILE for e in out.iterdir()) and not overwrite:
+            what = "holds another run" if owner is not None and owner["kind"] == "run" else "is not empty"
+            raise UsageError(f"out_dir {out} {what}; pass --resume auto to continue a run there, --overwrite to "
+                             "replace a run bertcli made, or set out_dir elsewhere")
+        self.lock = claim_directory(out, "run", overwrite=overwrite, inputs=inputs, option="out_dir")
 
     def close(self) -> None:
         if getattr(self, "lock", None) is not None:
-            self.lock.__exit__(None, None, None)
+            self.lock.release()
             self.lock = None
 
     def _check_resume(self, state: dict, ckpt: Path) -> None:
@@ -254,7 +236,7 @@ class Trainer:
 
     # ---- one optimizer step ------------------------------------------------------------------
 
-    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int) -> None:
+    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int, global_flops: int = 0) -> None:
         """Forward/backward this rank's micro-batches and apply the update (unless the guard holds it)."""
         t, rt, world = self.config.train, self.runtime, self.runtime.world_size
         lr = get_lr(self.step, t)
@@ -285,7 +267,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += global_tokens
-        self.window.end_step(grad_norm, lr, global_tokens)
+        self.window.end_step(grad_norm, lr, global_tokens, global_flops)
 
     def _reduce_counts(self, values: list[float]) -> list[float]:
         """The step's one host–device sync (DDP only): host-known counts of every rank in one all-reduce."""
@@ -308,8 +290,9 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, stop_now, time_up, diverged = self._reduce_counts([
+                masked, tokens, examples, pairs, stop_now, time_up, diverged = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
+                    sum(len(b.next_sentence_labels) for b in micro_batches), sum(b.attention_pairs for b in micro_batches),
                     float(stop.requested), float(time_up), float(self.guard.known())])
                 if diverged:  # some rank has seen a bad step: every rank stops here, at the same step
                     self.guard.check()
@@ -319,7 +302,9 @@ class Trainer:
                     if rt.is_main:
                         console.print(f"train.max_time {t.max_time} reached at step {self.step}")
                     break
-                self.train_step(micro_batches, int(masked), int(tokens))
+                flops = step_flops(self.model_config, StepCounts(int(tokens), int(masked), int(examples), int(pairs)),
+                                   self.objective.has_sentence_task)
+                self.train_step(micro_batches, int(masked), int(tokens), flops)
                 self._after_step()
         return self._finish()
 
@@ -335,6 +320,7 @@ class Trainer:
             self.last_eval = self._evaluate()
         if checkpoint_due:
             self._save()
+            self._report()
 
     def _stop(self, signum: int | None) -> None:
         import signal
@@ -355,9 +341,10 @@ class Trainer:
             console.print("no final evaluation: the data has no validation split (make-data --validation-fraction)")
         if self.log is not None:
             self.log.close()
+        report = self._report()
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
-                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir),
-                "flops_per_token": flops_per_token(self.model_config, self.data.max_seq_length, parameter_count(self.model))}
+                "report": str(report) if report is not None else None,
+                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir)}
 
     # ---- hooks -------------------------------------------------------------------------------
 
@@ -383,6 +370,10 @@ class Trainer:
             dist.barrier()
         self.last_saved = self.step
         return saved
+
+    def _report(self) -> Path | None:
+        """report.html in the run directory, rebuilt from what the run has written so far (rank 0)."""
+        return write_run_report(self.run_dir) if self.runtime.is_main else None
 
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
@@ -412,3 +403,5 @@ class Trainer:
             f"examples · global batch {t.global_batch_size} = micro {t.micro_batch_size} × accumulation "
             f"{self.plan.accumulation} × {rt.world_size} process(es) · ≤ {tokens_per_step:,} tokens per step · "
             f"{rt.device} {rt.precision} · {where} · out_dir {self.config.out_dir}")
+        peak = f"{self.peak.tflops:.3g} TFLOP/s per device" if self.peak.tflops is not None else "no MFU"
+        console.print(f"MFU against {peak} ({self.peak.source})")

@@ -1,4 +1,4 @@
-"""The command line itself: -h, flags, choices, precision spellings, and README ↔ --help agreement."""
+"""The command line itself: -h, flags, choices, precision spellings, and docs/commands.md ↔ --help agreement."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 
-COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict"]
+COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune", "glue",
+            "report"]
 
 
 def help_text(cli, *command: str) -> str:
@@ -35,12 +36,24 @@ def test_dash_h_is_help_everywhere(cli, command):
     assert help_text(cli) and "Usage: bertcli" in help_text(cli)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_flags_show_no_value_placeholder(cli, command, monkeypatch):
+    """No flag reads as if it took a value: not bertcli's, nor --help and --version."""
     monkeypatch.setenv("COLUMNS", "200")
-    for line in help_text(cli, command).splitlines():
-        if "<bool>" in line:
-            assert "--help" in line, line  # typer's own help option; every bertcli flag takes no value
+    text = help_text(cli, *([command] if command else []))
+    assert "--help" in text and "<bool>" not in text
+    if command is None:
+        assert "--version" in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_names_every_objective_where_it_names_a_sentence_task(cli, command, monkeypatch):
+    """Three objectives (nsp, sop, mlm): a help text never speaks as if next-sentence were the only one."""
+    monkeypatch.setenv("COLUMNS", "250")
+    text = " ".join(help_text(cli, command).split())
+    assert "masked LM + next sentence" not in text and "the NSP label" not in text
+    if re.search(r"next.sentence", text, re.I):
+        assert "sop" in text or "sentence-order" in text, f"{command} --help speaks of next-sentence only"
 
 
 def test_on_off_flags_have_a_negative_form(cli, monkeypatch):
@@ -99,23 +112,24 @@ def test_set_is_repeated_once_per_key(cli, tmp_path):
     assert "[--set key=value ...]" not in readme and "[--set key=value]..." in readme
 
 
-def readme_sections() -> dict[str, str]:
-    """The README's text about each command: its `### \\`bertcli CMD ...\\`` section."""
-    readme = (REPO / "README.md").read_text()
+def command_sections() -> dict[str, str]:
+    """Each command's reference: its `### \\`bertcli CMD ...\\`` section in docs/commands.md or, for a
+    command with a page of its own (finetune), in that page."""
     sections = {}
-    for match in re.finditer(r"^### `bertcli ([a-z-]+)[^\n]*\n(.*?)(?=^#{2,3} )", readme, re.S | re.M):
-        sections[match.group(1)] = match.group(0)
+    for page in [REPO / "docs" / "commands.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for match in re.finditer(r"^### `bertcli ([a-z-]+)[^\n]*\n(.*?)(?=^#{2,3} |\Z)", page.read_text(), re.S | re.M):
+            sections.setdefault(match.group(1), match.group(0))
     return sections
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_options_match_help(cli, command, monkeypatch):
+def test_documented_options_match_help(cli, command, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
-    section = readme_sections()[command]
+    section = command_sections()[command]
     in_help = options_in(help_text(cli, command)) - {"--help"}
-    in_readme = options_in(section, command)
-    assert in_readme - in_help == set(), f"README mentions options that {command} --help lacks"
-    assert in_help - in_readme == set(), f"README's {command} section does not mention these options"
+    in_docs = options_in(section, command)
+    assert in_docs - in_help == set(), f"docs/commands.md mentions options that {command} --help lacks"
+    assert in_help - in_docs == set(), f"docs/commands.md's {command} section does not mention these options"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

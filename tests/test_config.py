@@ -75,6 +75,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.slow  # bertcli subprocesses
 def test_print_config_and_exit_codes(tmp_path):
     path = write(tmp_path, "data: {dir: d}\n")
     proc = run_cli("pretrain", "--config", path, "--print-config", "--set", "seed=7")

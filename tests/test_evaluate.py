@@ -67,6 +67,7 @@ def test_eval_is_deterministic_and_max_batches(run_dir, data_dir):
     assert a.stdout == b.stdout and json.loads(a.stdout)["examples"] == 5
 
 
+@pytest.mark.slow  # six bertcli subprocesses and a tokenizer trained
 def test_mismatches_and_bad_inputs(run_dir, data_dir, tokenizer_dir, tmp_path):
     from bertcli.make_data import MakeDataOptions, make_data
 

@@ -38,16 +38,20 @@ def test_non_empty_directory_needs_overwrite_and_a_matching_marker(tmp_path):
     with pytest.raises(UsageError, match="holds a bertcli tokenizer, not a data"):
         check_output_dir(out, "data", overwrite=True)
     mark_owned(out, "data")
-    check_output_dir(out, "data", overwrite=True)
     with pytest.raises(UsageError, match="'notes.txt', which bertcli did not write"):
-        check_output_dir(out, "data", overwrite=True, allowed_entries=["manifest.json", "train"])
+        check_output_dir(out, "data", overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
+    mark_owned(out, "data", ["notes.txt"])  # had bertcli written it, --overwrite could replace it
+    check_output_dir(out, "data", overwrite=True)
 
 
 def test_empty_or_missing_directory_is_fine(tmp_path):
-    check_output_dir(tmp_path / "new" / "deeper", "data", overwrite=False)
+    """Accepted without --overwrite, and checking touches nothing (a check, not a claim)."""
+    assert check_output_dir(tmp_path / "new" / "deeper", "data", overwrite=False) is None
+    assert not (tmp_path / "new").exists()
     (tmp_path / "empty").mkdir()
-    check_output_dir(tmp_path / "empty", "data", overwrite=False)
+    assert check_output_dir(tmp_path / "empty", "data", overwrite=False) is None
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"] and not any((tmp_path / "empty").iterdir())
 
 
 def test_file_in_the_way_and_broken_link(tmp_path):
@@ -122,10 +126,11 @@ def test_atomic_directory_failure_leaves_the_old_output(tmp_path):
 def test_swap_fallback_keeps_one_directory_in_place(tmp_path, monkeypatch):
     import bertcli.fsutil as fsutil
 
-    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fsutil.outdir, "_exchange", lambda a, b: False)
     final, new = tmp_path / "out", tmp_path / "new"
     final.mkdir()
     (final / "old").write_text("old")
+    mark_owned(final, "data", ["old"])
     new.mkdir()
     (new / "new").write_text("new")
     swap_into_place(new, final)
@@ -143,21 +148,17 @@ def test_atomic_directory_at_dot(tmp_path, monkeypatch):
 
 
 def test_unwritable_parent_is_named(tmp_path, monkeypatch):
-    import bertcli.fsutil as fsutil
-
     # Permission bits do not stop root (CI runs as root), so ask os.access what a user would get.
-    monkeypatch.setattr(fsutil.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(UsageError, match="not writable by this user"):
         check_output_dir(tmp_path / "out", "data", overwrite=False)
 
 
 def test_read_only_file_system_is_named(tmp_path, monkeypatch):
-    import bertcli.fsutil as fsutil
-
     class ReadOnly:
         f_flag = os.ST_RDONLY
 
-    monkeypatch.setattr(fsutil.os, "statvfs", lambda p: ReadOnly())
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly())
     with pytest.raises(UsageError, match="read-only file system"):
         check_output_dir(tmp_path / "out", "data", overwrite=False)
 

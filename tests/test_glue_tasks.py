@@ -175,6 +175,7 @@ def _copy(tmp_path, *tasks):
     ("cola", "dev.tsv", "", r"dev.tsv holds no examples"),
     ("cola", "train.tsv", "gj04\t1\ttext\n", r"train.tsv:1: 3 tab-separated fields where its header has 4"),
     ("sst2", "train.tsv", b"sentence\tlabel\n\xff\xfe\t1\n", r"train.tsv: not UTF-8 text"),
+    ("sst2", "dev.tsv", "sentence\tlabel\n" + "x" * 200_000 + "\t1\n", r"dev.tsv:2: not a GLUE TSV row \(field larger"),
     ("qqp", "train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n" + "1\t2\tbroken\n" * 12,
      r"train.tsv: 12 of 12 rows do not fit GLUE's QQP layout"),
 ])
@@ -185,6 +186,16 @@ def test_malformed_files_are_one_line_usage_errors(tmp_path, task, file, content
     with pytest.raises(UsageError, match=message) as e:
         read_task(TASKS[task], root)
     assert "\n" not in str(e.value)
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    import os
+
+    root = _copy(tmp_path, "rte")
+    (root / "RTE" / "train.tsv").unlink()
+    os.mkfifo(root / "RTE" / "train.tsv")
+    with pytest.raises(UsageError, match=r"train.tsv is a named pipe"):
+        read_task(TASKS["rte"], root)
 
 
 def test_missing_task_directory_and_file(tmp_path):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bertcli.instances import MaskingParams, SpecialIds, Window, mask_tokens, num_to_predict, sample_ranks
 from bertcli.objectives.nsp import document_pairs, plan_pairs
 from bertcli.objectives.pairs import PairStats, Pairs, assemble, truncate, truncation_cuts
+from builders import window_of as window_of_documents
 
 # bertcli's SentencePiece layout: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
 SPECIAL = SpecialIds(cls=2, sep=3, mask=4)
@@ -43,7 +44,7 @@ class Script:
 
 def pairs_of(documents, max_num_tokens, script: Script, document=0, short_seq_prob=0.1):
     """Run one document's pass with scripted draws; return [(A, B, label, fallback)] and the stats."""
-    window = Window.from_documents(documents)
+    window = window_of_documents(documents)
     out, stats = array("q"), PairStats()
     document_pairs(document, window.sentence_starts.tolist(), window.document_starts.tolist(), max_num_tokens,
                    short_seq_prob, script, out, stats)
@@ -121,7 +122,7 @@ def test_lone_sentence_falls_back_to_its_successor_and_is_dropped_at_the_end():
 
 
 def test_empty_sentences_and_documents_are_dropped():
-    window = Window.from_documents([[[1 + NUM_SPECIAL], [], [2 + NUM_SPECIAL]], [[]], [[3 + NUM_SPECIAL]]])
+    window = window_of_documents([[[1 + NUM_SPECIAL], [], [2 + NUM_SPECIAL]], [[]], [[3 + NUM_SPECIAL]]])
     assert window.num_documents == 2 and window.num_sentences == 3
     assert window.sentences_per_document().tolist() == [2, 1]
 
@@ -176,7 +177,7 @@ def window_of(sentence_lengths: list[list[int]]) -> tuple[Window, np.ndarray]:
     for lengths in sentence_lengths:
         docs.append([list(range(k + sum(lengths[:i]), k + sum(lengths[:i + 1]))) for i in range(len(lengths))])
         k += sum(lengths)
-    window = Window.from_documents(docs)
+    window = window_of_documents(docs)
     document_of = np.repeat(np.arange(len(docs)), [sum(l) for l in sentence_lengths])
     return window, document_of
 
@@ -332,7 +333,7 @@ def test_masking_is_reproducible_from_the_generator():
 
 
 def test_a_window_without_tokens_makes_no_instances():
-    window = Window.from_documents([[[], []]])
+    window = window_of_documents([[[], []]])
     pairs, stats = plan_pairs(window, 29, 0.1, 3, random.Random(0))
     rng = np.random.default_rng(0)
     tokens, offsets, b_start = assemble(window, truncate(pairs, 29, rng), SPECIAL)

@@ -13,7 +13,7 @@ import bertcli.make_data.pool as pool_module
 import bertcli.make_data.writer as writer_module
 from bertcli.corpus import Corpus
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import OWNER_FILE, DirLock, mark_owned
+from bertcli.fsutil import OWNER_FILE, TOKEN, DirLock, mark_owned
 from bertcli.make_data import MakeDataOptions, make_data, read_windows
 from bertcli.shards import PretrainingData
 from bertcli.tokenizer import Tokenizer
@@ -166,7 +166,7 @@ def test_resume_keeps_finished_shards_and_matches_an_uninterrupted_run(tokenizer
     assert not (part / "manifest.json").exists()
     finished = [part / s["file"] for s in progress["splits"]["train"]["shards"]]
     assert len(finished) == 3 and progress["splits"]["train"]["next_offset"] > 0  # stopped inside a window
-    (part / "train" / ".tmp-shard-00003.safetensors.1").write_bytes(b"half written")
+    (part / "train" / f".tmp-shard-00003.safetensors.{TOKEN}.1").write_bytes(b"half written")  # a kill's leftover
     kept = {p: p.stat().st_mtime_ns for p in finished}
 
     make(part, tokenizer_dir, workers=2, resume=True, **options)
@@ -225,8 +225,11 @@ def test_a_single_document_warns_that_every_random_pair_falls_back(cli, tokenize
     code, _, err = cli("make-data", corpus, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out",
                        "--validation-fraction", "0", "--max-seq-length", "32")
     assert code == 0 and "single document" in err
-    stats = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]["stats"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stats = manifest["splits"]["train"]["stats"]
     assert stats["random_next_fraction"] == 0 and stats["fallback_pairs"] > 0
+    [warning] = manifest["warnings"]  # recorded for the report, as printed
+    assert "single document" in warning and " ".join(warning.split()) in " ".join(err.split())
 
 
 def test_one_sentence_documents_warn_and_are_all_random(cli, tokenizer_dir, tmp_path):
@@ -299,7 +302,7 @@ def test_a_non_empty_output_directory_is_refused(cli, tokenizer_dir, tmp_path):
 def test_the_installed_command_prints_one_line_and_exits_2(tokenizer_dir, tmp_path):
     proc = run_cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out", "--max-seq-length", "4")
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 must be between 8 and 512" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 is out of range: give an integer from 8 to 512" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------

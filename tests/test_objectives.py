@@ -20,6 +20,7 @@ from bertcli.objectives.sop import plan_sop_pairs
 from bertcli.shards import PretrainingData, token_dtype, write_shard
 from conftest import SAMPLE, run_cli
 from objective_fixtures import NUM_SPECIAL, SPECIAL, PieceTokenizer, documents
+from builders import window_of
 
 CLS, SEP, MASK = SPECIAL.cls, SPECIAL.sep, SPECIAL.mask
 
@@ -28,7 +29,7 @@ GOLDEN = json.loads((Path(__file__).parent / "golden" / "nsp_shards.json").read_
 
 def numbered_window(sentence_counts: list[int], sentence_length: int = 5) -> Window:
     """Document d's sentence k is tokens 1000 + 100·d + 10·k + t: every token says where it came from."""
-    return Window.from_documents([[[1000 + 100 * d + 10 * k + t for t in range(sentence_length)] for k in range(n)]
+    return window_of([[[1000 + 100 * d + 10 * k + t for t in range(sentence_length)] for k in range(n)]
                                   for d, n in enumerate(sentence_counts)])
 
 
@@ -266,7 +267,7 @@ def test_objective_descriptions():
     (["--objective", "mlm", "--short-seq-prob", "0.1"], "--short-seq-prob has no meaning with --objective mlm"),
     (["--no-cross-document"], "--no-cross-document applies to --objective mlm only"),
     (["--objective", "electra"], "--objective 'electra' must be one of nsp, sop, mlm"),
-    (["--masked-lm-prob", "0.55"], "--masked-lm-prob 0.55 must be between 0.05 and 0.5"),
+    (["--masked-lm-prob", "0.55"], "--masked-lm-prob 0.55 is out of range: give a number from 0.05 to 0.5"),
     (["--mask-replace-prob", "0.95", "--random-replace-prob", "0.1"], "add up to at most 1"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(tmp_path, tokenizer_dir, cli, args, expected):

@@ -11,6 +11,7 @@ import pytest
 
 from bertcli.errors import DataError, UsageError
 from bertcli.shards import Examples, PretrainingData, load_shard, write_shard
+from builders import concat_examples
 
 
 def tiny_examples() -> Examples:
@@ -91,7 +92,7 @@ def test_a_shard_written_in_parts_is_what_safetensors_writes_for_the_whole(tmp_p
     from safetensors.numpy import load_file, save
 
     parts = [tiny_examples(), tiny_examples().slice(1, 2), tiny_examples()]
-    whole = Examples.concat(parts)
+    whole = concat_examples(parts)
     for dtype in (np.uint16, np.int32):
         write_shard(tmp_path / "parts", parts, dtype, {"tokenizer_sha256": "x"})
         write_shard(tmp_path / "whole", whole, dtype, {"tokenizer_sha256": "x"})

@@ -130,6 +130,7 @@ def test_fused_adamw_matches_the_reference_loop():
         assert torch.allclose(p, q, atol=1e-6), name
 
 
+@pytest.mark.slow  # torch.compile: tens of seconds of compiling
 def test_compile_same_loss_and_gradients():
     """torch.compile on a one-layer model (compiling takes ~10-30 s on a CPU)."""
     batch, config = fixed_batch(), dict(num_hidden_layers=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

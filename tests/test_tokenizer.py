@@ -348,16 +348,17 @@ def test_sample_is_roughly_uniform():
     assert abs(early - late) / (early + late) < 0.03  # no bias towards the start or the end
 
 
-def test_a_format_version_1_directory_still_loads_with_the_same_identity(trained, tmp_path):
-    """What bertcli wrote before WordPiece: metadata in tokenizer.json, no kind, no file table."""
+def test_a_format_version_1_directory_is_refused(trained, tmp_path):
+    """One reader per format: what bertcli wrote before WordPiece (metadata in tokenizer.json) is not read."""
     old = copy_dir(trained["plain"], tmp_path / "v1")
     meta = json.loads((old / META_FILE).read_text())
     (old / META_FILE).unlink()
-    v1 = {k: meta[k] for k in ("format", "vocab_size", "special_ids", "special_tokens", "sha256", "options")}
-    (old / "tokenizer.json").write_text(json.dumps(v1 | {"format_version": 1}))
-    tok, new = Tokenizer.load(old), Tokenizer.load(trained["plain"])
-    assert tok.kind == "sentencepiece" and tok.sha256 == new.sha256 == v1["sha256"]
-    assert tok.special_ids == SPECIAL_IDS and tok.encode(["I am a cat."]) == new.encode(["I am a cat."])
+    (old / "tokenizer.json").write_text(json.dumps(meta | {"format_version": 1}))
+    with pytest.raises(UsageError, match="not a bertcli tokenizer"):
+        Tokenizer.load(old)
+    (old / META_FILE).write_text(json.dumps(meta | {"format_version": 1}))
+    with pytest.raises(UsageError, match="format_version 1, this bertcli reads 2"):
+        Tokenizer.load(old)
 
 
 def test_never_replace_holds_the_specials_only(tok):

@@ -76,7 +76,7 @@ Log = Callable[[str], None]
 
 def run_glue(options: GlueOptions, fine_tune: FineTuner, log: Log = lambda line: None) -> dict:
     """Run every task and seed, write the output directory, return results.json's content."""
-    from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_json_atomic
+    from bertcli.fsutil import check_output_dir, output_dir, write_json_atomic
 
     recipe = load_recipe(options.recipe)
     names = task_names(options.tasks) if options.tasks else list(recipe["quick"]["tasks"] if options.quick else TASKS)
@@ -91,7 +91,7 @@ def run_glue(options: GlueOptions, fine_tune: FineTuner, log: Log = lambda line:
     fine_tune.check(Path(options.model), list(configs.values()))
     for name in order:
         log(_read_line(data[name]))
-    with DirLock(options.out, "--out"), atomic_directory(options.out, "glue") as tmp:
+    with output_dir(options.out, "glue", overwrite=options.overwrite, inputs=[options.model, options.data]) as tmp:
         runs: dict[str, list[dict]] = {}
         predictions: dict[str, list[dict]] = {}
         mnli_model = None

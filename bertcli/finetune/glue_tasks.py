@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertcli.errors import UsageError
+from bertcli.fsutil import input_file_problem
 
 # QQP's train and dev files hold a few rows broken across lines by a newline inside a question;
 # like every GLUE harness, they are skipped (and counted). Beyond this many it is not QQP.
 MAX_BROKEN_SHARE, MAX_BROKEN_ROWS = 0.01, 10
-MAX_FIELD_CHARS = 1 << 20  # one sentence; far beyond any GLUE sentence, small enough to hold
+# MNLI's train.tsv, the largest, is about 330 MB; a file many times that is not GLUE's and would not fit.
+MAX_FILE_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -193,24 +195,30 @@ class _Rows(list):
 
 def _tsv_rows(path: Path):
     """(line number, fields) of a tab-separated file read as GLUE's files must be: no quoting."""
-    if not path.is_file():
+    problem = input_file_problem(path)
+    if problem == "does not exist":
         raise UsageError(f"{path} is missing; {path.parent} should hold GLUE's {path.parent.name} files as its "
                          "download script writes them")
+    if problem:
+        raise UsageError(f"{path} {problem}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_FILE_BYTES >> 30} GiB; GLUE's largest file is about 330 MB")
+    line = 0
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # csv's own cap: 131,072 characters a field
             for fields in reader:
-                yield reader.line_num, fields
+                line = reader.line_num
+                yield line, fields
     except UnicodeDecodeError as e:
         raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); GLUE's files are UTF-8") from None
     except csv.Error as e:
-        raise UsageError(f"{path}: not a GLUE TSV file ({e})") from None
+        raise UsageError(f"{path}:{line + 1}: not a GLUE TSV row ({e})") from None
 
 
 def _read_tsv(task: GlueTask, path: Path, labelled: bool, columns: tuple[str, str] | None = None) -> _Rows:
     """Examples of one GLUE TSV file; a row that does not fit the layout is an error naming its line
     (QQP: skipped and counted, up to MAX_BROKEN_SHARE)."""
-    csv.field_size_limit(MAX_FIELD_CHARS)
     text_col, pair_col = columns or (task.text, task.pair)
     rows = _tsv_rows(path)
     if task.headerless and labelled:

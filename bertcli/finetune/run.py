@@ -31,10 +31,9 @@ from bertcli.finetune.config import FinetuneConfig
 from bertcli.finetune.data import TASK_TYPES, Fields, label_names, read_split
 from bertcli.finetune.loading import ModelSpec, load_model_for_finetune
 from bertcli.finetune.trainer import INITS, FinetuneRun, as_encoded, finetune_one
-from bertcli.fsutil import DirLock, atomic_directory, check_output_dir, write_bytes_atomic, write_json_atomic
+from bertcli.fsutil import check_output_dir, output_dir, write_bytes_atomic, write_json_atomic
 
 KIND = "finetune"
-OUT_ENTRIES = ("config.yaml", "metrics.jsonl", "results.json", "test_predictions.tsv", "model")
 MAX_SEEDS = 100
 PRIMARY = {"classification": "accuracy", "regression": "pearson"}
 
@@ -76,6 +75,8 @@ def hf_classifier_config(spec: ModelSpec, model, task_type: str, labels: list | 
 
     from bertcli.export import hf_config
 
+    if getattr(spec.config, "architecture", "bert") == "modernbert":
+        return _modernbert_classifier_config(spec, task_type, labels, classifier_dropout)
     config = hf_config({k: v for k, v in asdict(spec.config).items() if k != "pad_token_id"}, "float32",
                        spec.config.pad_token_id)
     names = [str(x) for x in labels] if labels is not None else ["LABEL_0"]
@@ -84,6 +85,21 @@ def hf_classifier_config(spec: ModelSpec, model, task_type: str, labels: list | 
                    "num_labels": len(names), "classifier_dropout": classifier_dropout,
                    "problem_type": "regression" if task_type == "regression" else "single_label_classification"})
     config.pop("tie_word_embeddings", None)
+    return config
+
+
+def _modernbert_classifier_config(spec: ModelSpec, task_type: str, labels: list | None, classifier_dropout) -> dict:
+    """config.json of transformers' ModernBertForSequenceClassification (pooling cls) for this model."""
+    from dataclasses import asdict
+
+    from bertcli.export import modernbert_hf_config
+
+    config = modernbert_hf_config(asdict(spec.config), "float32", spec.tokenizer)
+    names = [str(x) for x in labels] if labels is not None else ["LABEL_0"]
+    config.update({"architectures": ["ModernBertForSequenceClassification"],
+                   "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
+                   "num_labels": len(names), "classifier_dropout": classifier_dropout or 0.0, "classifier_pooling": "cls",
+                   "problem_type": "regression" if task_type == "regression" else "single_label_classification"})
     return config
 
 
@@ -99,7 +115,12 @@ def save_classifier(directory: Path, spec: ModelSpec, run: FinetuneRun, task_typ
     _readable_by_all(directory / "model.safetensors")
     write_json_atomic(directory / "config.json",
                       hf_classifier_config(spec, run.model, task_type, labels, config.model.classifier_dropout))
-    write_tokenizer_files(directory, spec.tokenizer, spec.config.max_position_embeddings)
+    files = spec.tokenizer.hf_files(spec.config.max_position_embeddings)
+    if getattr(spec.config, "architecture", "bert") == "modernbert":
+        from bertcli.export import without_token_types
+
+        files = without_token_types(files)
+    write_tokenizer_files(directory, spec.tokenizer, spec.config.max_position_embeddings, files)
 
 
 def _median_run(runs: list[FinetuneRun], metric: str) -> int:
@@ -133,9 +154,8 @@ def finetune(options: FinetuneOptions, config: FinetuneConfig, device: torch.dev
                                                      (validation, "--validation", options.validation, True),
                                                      (test, "--test", options.test, False))]
     out = Path(options.out)
-    inputs = [options.model, options.train, options.validation, options.test]
-    check_output_dir(out, KIND, overwrite=options.overwrite, inputs=[p for p in inputs if p is not None],
-                     allowed_entries=OUT_ENTRIES)
+    inputs = [p for p in (options.model, options.train, options.validation, options.test) if p is not None]
+    check_output_dir(out, KIND, overwrite=options.overwrite, inputs=inputs)  # before any training
     for note in spec.notes if options.init == "pretrained" else []:
         console.print(note)
     truncated = {name: e.truncated for name, e in zip(("train", "validation", "test"), encoded) if e is not None}
@@ -143,7 +163,7 @@ def finetune(options: FinetuneOptions, config: FinetuneConfig, device: torch.dev
         console.print("truncated to data.max_seq_length " + str(length) + ": " +
                       ", ".join(f"{n} {c:,} of {len(e):,}" for (n, c), e in zip(truncated.items(), encoded) if c))
     seeds = [config.seed + i for i in range(options.seeds)]
-    with DirLock(out, "--out"), atomic_directory(out, KIND) as tmp:
+    with output_dir(out, KIND, overwrite=options.overwrite, inputs=inputs) as tmp:
         write_bytes_atomic(tmp / "config.yaml", config.to_yaml().encode())
         with open(tmp / "metrics.jsonl", "w", encoding="utf-8") as log_file:
             def log(record):

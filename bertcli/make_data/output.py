@@ -1,20 +1,24 @@
 """make-data's output directory: a fresh --out, --overwrite of earlier data, and --resume.
 
-Moved here verbatim from make_data.py; the one output-directory helper of bertcli/fsutil.py is
-to replace it. `run.make_data` refuses an --out that overlaps an input before calling in.
+The rules are fsutil's (the one output-directory helper): every file make-data writes is
+recorded in the directory's marker as it is written (writer.py, run.py), so --overwrite and
+--resume delete only those files and the temporary files of the processes that wrote there;
+anything else in --out stops them with one line naming it. `run.make_data` refuses an --out
+that overlaps an input before calling in.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from bertcli.console import warn
 from bertcli.errors import BertcliError, DataError, UsageError
-from bertcli.fsutil import (OWNER_FILE, TMP_PREFIX, DirLock, atomic_directory, check_output_dir, mark_owned, read_json,
-                            read_owner, sha256_file, writable_problem)
+from bertcli.fsutil import (OWNER_FILE, DirLock, atomic_directory, check_output_dir, foreign_entries, mark_owned, own,
+                            read_json, read_owner, remove_owned, remove_temps, sha256_file, writable_problem)
+from bertcli.make_data.pool import WorkerDied
 from bertcli.make_data.writer import PROGRESS, SplitState
 from bertcli.shards import MANIFEST, SPLITS
+from bertcli.tokenizer import ARTIFACT_DIR
 
 
 def write_out_dir(out_dir: Path, resume: bool, overwrite: bool, inputs: list[Path], expected: dict, run) -> dict:
@@ -32,6 +36,7 @@ def write_out_dir(out_dir: Path, resume: bool, overwrite: bool, inputs: list[Pat
         if resume:
             states = _resume_states(out_dir, expected)
         elif _has_entries(out_dir):  # checked above: --overwrite of our own data
+            check_output_dir(out_dir, "data", overwrite=True, inputs=inputs)  # again, now that we hold the lock
             try:
                 with atomic_directory(out_dir, "data") as tmp:
                     return run(tmp, {s: SplitState() for s in SPLITS})
@@ -45,10 +50,14 @@ def write_out_dir(out_dir: Path, resume: bool, overwrite: bool, inputs: list[Pat
             out_dir.mkdir(parents=True, exist_ok=True)
             if read_owner(out_dir) is None:
                 mark_owned(out_dir, "data")
+            else:
+                own(out_dir, [])  # this process joins its writers: its temporary files are provably bertcli's
             return run(out_dir, states)
+        except WorkerDied:  # killed from outside, like an interruption: what is finished stays for --resume
+            raise
         except BertcliError:
             if not resume:
-                _discard(out_dir, existed)
+                remove_owned(out_dir, whole=not existed)  # what this run wrote, nothing else
             raise
         except KeyboardInterrupt:  # Ctrl-C, and SIGTERM / SIGHUP under the CLI (bertcli.stopping)
             warn(f"make-data interrupted; finished shards are kept in {out_dir}: rerun the same command with --resume")
@@ -65,8 +74,8 @@ def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
         states = {s: SplitState(**progress["splits"][s]) for s in SPLITS}
     except (KeyError, TypeError):
         raise DataError(f"--resume: {out_dir / PROGRESS} is malformed; use --overwrite to start over") from None
+    keep = set()
     for split, state in states.items():
-        keep = set()
         for shard in state.shards:
             try:
                 path = out_dir / shard["file"]
@@ -76,22 +85,22 @@ def _load_resume_state(out_dir: Path, expected: dict) -> dict[str, SplitState]:
             if not intact:
                 raise DataError(f"--resume: {out_dir / str(shard.get('file') if isinstance(shard, dict) else '?')} is "
                                 "missing or damaged; rerun with --overwrite to start over")
-            keep.add(path.name)
-        _remove_our_leftovers(out_dir / split, keep)
+            keep.add(shard["file"])
+    _remove_partial_shards(out_dir, keep)
     return states
 
 
-def _is_ours(name: str) -> bool:
-    """A name make-data writes in a split folder: a shard, or a shard's temporary file."""
-    return name.startswith(TMP_PREFIX) or (name.startswith("shard-") and name.endswith(".safetensors"))
-
-
-def _remove_our_leftovers(split_dir: Path, keep: set[str]) -> None:
-    """Delete partial shards after the last recorded one; anything else is not ours to delete."""
-    if split_dir.is_dir():
-        for stray in split_dir.iterdir():
-            if stray.name not in keep and _is_ours(stray.name) and stray.is_file():
-                stray.unlink()
+def _remove_partial_shards(out_dir: Path, keep: set[str]) -> None:
+    """Delete what an interrupted run wrote after its last progress record: shards the marker
+    lists that progress.json does not, and the temporary files of its writers."""
+    owner = read_owner(out_dir)
+    stale = [name for name in owner["files"]
+             if name.split("/", 1)[0] in SPLITS and not name.endswith("/") and name not in keep]
+    for name in stale:
+        if (out_dir / name).is_file() and not (out_dir / name).is_symlink():
+            (out_dir / name).unlink()
+    own(out_dir, [], drop=stale)
+    remove_temps(out_dir)
 
 
 def _has_entries(out_dir: Path) -> bool:
@@ -113,40 +122,29 @@ def _resume_states(out_dir: Path, expected: dict) -> dict[str, SplitState]:
         raise UsageError(f"--out {out_dir} is a file; give a directory")
     if (out_dir / MANIFEST).is_file():
         raise UsageError(f"--resume: {out_dir} is already complete (it has {MANIFEST}); nothing to do")
-    owner = read_owner(out_dir)
+    owner = read_owner(out_dir) if out_dir.is_dir() else None
     if owner is not None and owner["kind"] != "data":
         raise UsageError(f"--resume: {out_dir} holds a bertcli {owner['kind']}, not make-data output; choose "
                          "another directory")
-    if (out_dir / PROGRESS).is_file():
-        return _load_resume_state(out_dir, expected)
-    if out_dir.is_dir() and _only_leftovers(out_dir):  # killed before the first progress record
-        for split in SPLITS:
-            _remove_our_leftovers(out_dir / split, set())
-        for leftover in out_dir.glob(f"{TMP_PREFIX}*"):
-            leftover.unlink() if leftover.is_file() else None
-        return {s: SplitState() for s in SPLITS}
-    if _has_entries(out_dir):
+    if owner is None and _has_entries(out_dir):
         raise UsageError(f"--resume: {out_dir} holds no make-data progress; use --overwrite to start over")
     if problem := writable_problem(out_dir):
         raise UsageError(f"--out {out_dir}: cannot write there ({problem}); choose another directory")
-    return {s: SplitState() for s in SPLITS}
+    fresh = {s: SplitState() for s in SPLITS}
+    if owner is None:
+        return fresh
+    _refuse_in_the_way(out_dir)
+    if (out_dir / PROGRESS).is_file():
+        return _load_resume_state(out_dir, expected)
+    remove_owned(out_dir)  # killed before its first progress record: nothing worth keeping
+    return fresh
 
 
-def _only_leftovers(out_dir: Path) -> bool:
-    """True when a directory holds nothing but our marker and temporary files (in it or its split folders)."""
-    for child in out_dir.iterdir():
-        if child.is_dir() and child.name in SPLITS:
-            if any(not c.name.startswith(TMP_PREFIX) for c in child.iterdir()):
-                return False
-        elif not child.name.startswith(TMP_PREFIX) and child.name != OWNER_FILE:
-            return False
-    return True
-
-
-def _discard(out_dir: Path, existed: bool) -> None:
-    """Remove a failed fresh run's output (keeping a directory the user had made, empty)."""
-    if not existed:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        return
-    for child in out_dir.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+def _refuse_in_the_way(out_dir: Path) -> None:
+    """--resume keeps a file bertcli did not write, unless it sits where make-data will write
+    (a shard's name, the progress or manifest file, the tokenizer folder): that one stops it."""
+    for name in foreign_entries(out_dir):
+        top, _, rest = name.partition("/")
+        if top in (PROGRESS, MANIFEST, ARTIFACT_DIR) or (top in SPLITS and rest.startswith("shard-")):
+            raise UsageError(f"--resume: --out {out_dir} holds {name!r}, which bertcli did not write, where make-data "
+                             "writes; move it away first")

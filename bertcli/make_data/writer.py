@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertcli.fsutil import own
 from bertcli.make_data.options import MakeDataOptions
 from bertcli.make_data.windows import WindowResult
 from bertcli.objectives import get_objective
@@ -34,6 +35,7 @@ class SplitWriter:
     def __init__(self, out_dir: Path, split: str, opts: MakeDataOptions, tok: Tokenizer, state: SplitState, save):
         self.dir = out_dir / split
         self.dir.mkdir(parents=True, exist_ok=True)
+        own(out_dir, [f"{split}/"])  # the folder is bertcli's even while it holds no shard
         self.split, self.opts, self.state, self.save = split, opts, state, save
         self.dtype, self.tokenizer_sha256 = token_dtype(tok.vocab_size), tok.sha256
         self.pending: list[tuple[int, int, Examples]] = []  # (window, offset in window, examples)
@@ -72,9 +74,11 @@ class SplitWriter:
             else:
                 rest.append((window, offset, ex))
         name = f"{self.split}/shard-{len(self.state.shards):05d}.safetensors"
+        own(self.dir.parent, [name], rewritten=True)  # before it exists: a kill mid-write leaves a name that is ours
         sha = write_shard(self.dir.parent / name, taken, self.dtype,
                           {"split": self.split, "shard": str(len(self.state.shards)),
                            "tokenizer_sha256": self.tokenizer_sha256})
+        own(self.dir.parent, [name])  # and now its size
         self.state.shards.append({
             "file": name, "instances": sum(map(len, taken)), "tokens": sum(p.num_tokens for p in taken),
             "masked_tokens": sum(p.num_masked for p in taken),

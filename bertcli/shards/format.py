@@ -44,7 +44,7 @@ from bertcli.limits import is_int
 
 FORMAT = "bertcli-pretraining-data"
 FORMAT_VERSION = 1  # of a shard file
-MANIFEST_VERSION = 2  # 2: the directory carries its tokenizer in tokenizer/ (1: a path in the manifest)
+MANIFEST_VERSION = 2  # of manifest.json; the directory carries its tokenizer in tokenizer/
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 SAFETENSORS_DTYPES = {"U8": np.uint8, "U16": np.uint16, "I16": np.int16, "I32": np.int32, "I64": np.int64}
@@ -111,32 +111,6 @@ class Examples:
             self.input_ids[a:b], self.offsets[start:stop + 1] - a, self.segment_b_start[start:stop],
             self.next_sentence_labels[start:stop], self.fallback[start:stop],
             self.masked_positions[ma:mb], self.masked_offsets[start:stop + 1] - ma, self.masked_ids[ma:mb])
-
-    @staticmethod
-    def concat(parts: list["Examples"]) -> "Examples":
-        def joined_offsets(name: str) -> np.ndarray:
-            pieces, base = [np.zeros(1, dtype=np.int64)], 0
-            for p in parts:
-                off = getattr(p, name)
-                pieces.append(off[1:] - off[0] + base)
-                base += int(off[-1] - off[0])
-            return np.concatenate(pieces)
-
-        cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
-               for f in fields(Examples) if f.name not in ("offsets", "masked_offsets")}
-        return Examples(offsets=joined_offsets("offsets"), masked_offsets=joined_offsets("masked_offsets"), **cat)
-
-    def stats(self, max_seq_length: int) -> dict:
-        n = max(len(self), 1)
-        mean_length = self.num_tokens / n
-        return {
-            "random_next_fraction": float(self.next_sentence_labels.sum()) / n,
-            "mean_length": mean_length,
-            "padding_fraction": 1.0 - mean_length / max_seq_length,
-            "masked_per_instance": self.num_masked / n,
-            "masked_fraction": self.num_masked / max(self.num_tokens, 1),
-            "fallback_pairs": int(self.fallback.sum()),
-        }
 
 
 def write_shard(path: Path, examples: Examples | list[Examples], dtype, metadata: dict[str, str]) -> str:

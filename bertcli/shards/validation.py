@@ -113,9 +113,9 @@ def load_manifest(data_dir: Path) -> dict:
         raise DataError(f"{path}: data manifest is nested too deeply; rebuild the data") from None
     if manifest.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bertcli data manifest; make the data with `bertcli make-data`")
-    if manifest.get("format_version") not in (1, MANIFEST_VERSION):
+    if manifest.get("format_version") != MANIFEST_VERSION:
         raise UsageError(f"{path} has format_version {str(manifest.get('format_version'))[:20]}, this bertcli reads "
-                         f"1 and {MANIFEST_VERSION}; rebuild the data with `bertcli make-data`")
+                         f"{MANIFEST_VERSION}; rebuild the data with `bertcli make-data`")
     ManifestCheck(path, data_dir).check(manifest)
     manifest_objective(manifest, path)
     return manifest
@@ -152,8 +152,8 @@ class ManifestCheck:
         vocab_size = self.get(tok, "vocab_size", "tokenizer", int, 6, MAX_VOCAB_SIZE)
         if not SHA256.fullmatch(self.get(tok, "sha256", "tokenizer", str)):
             raise self.fail("tokenizer.sha256", "is not a sha256 (64 hex digits)")
-        self.get(tok, "path", "tokenizer", str, required=False)  # version 1 finds its tokenizer there
-        self.get(tok, "dir", "tokenizer", str, required=False)  # version 2 carries it (artifacts.py checks it)
+        self.get(tok, "path", "tokenizer", str, required=False)  # where it came from, for people
+        self.get(tok, "dir", "tokenizer", str)  # the directory carries it (artifacts.py checks it)
         self.get(tok, "kind", "tokenizer", str, required=False)
         special = self.get(tok, "special_ids", "tokenizer", dict)
         for name in SPECIAL_NAMES:

@@ -78,6 +78,10 @@ class Tokenizer:
     def starts_word(self, piece: str) -> bool:
         raise NotImplementedError
 
+    def piece_text(self, piece: str) -> str:
+        """The text a piece stands for, without its word-boundary marker ("▁the" → "the", "##ing" → "ing")."""
+        raise NotImplementedError
+
     # --- tables for masking ----------------------------------------------------------------------
     def never_replace(self) -> "np.ndarray":
         """bool per id: specials and [unused…] slots, never drawn as a random replacement token."""
@@ -111,13 +115,15 @@ class Tokenizer:
                 "vocab_size": self.vocab_size, "special_ids": self.special_ids, "special_tokens": SPECIAL_TOKENS,
                 "sha256": self.sha256, "files": {name: sha256_bytes(data) for name, data in self.files().items()}}
 
-    def save(self, directory: Path) -> None:
-        """Write this tokenizer's files into `directory` (made if missing), each atomically."""
+    def save(self, directory: Path) -> list[str]:
+        """Write this tokenizer's files into `directory` (made if missing), each atomically; their names."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files().items():
+        files = self.files()
+        for name, data in files.items():
             write_bytes_atomic(directory / name, data)
         write_json_atomic(directory / META_FILE, self.metadata())
+        return [*files, META_FILE]
 
 
 def find_special_ids(vocab: list[str], where: str, tokens: dict[str, str] | None = None) -> dict[str, int]:

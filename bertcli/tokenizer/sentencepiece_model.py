@@ -4,8 +4,7 @@ A SentencePiece tokenizer directory holds `spm.model` (the SentencePiece model),
 (one piece and its score per line, for people) and the metadata of base.py (training options
 beside it). Its identity hash is the model's sha256. `bertcli tokenize` puts the special tokens
 at ids 0-4 ([PAD] [UNK] [CLS] [SEP] [MASK]); loading finds them by name, so the rest of the code
-never assumes those ids. Directories of format_version 1 (metadata in `tokenizer.json`) still
-load. This module does not split text into documents (corpus.py) or build examples.
+never assumes those ids. This module does not split text into documents (corpus.py) or build examples.
 """
 
 from __future__ import annotations
@@ -20,14 +19,12 @@ from pathlib import Path
 import sentencepiece as spm
 
 from bertcli.errors import DataError, UsageError
-from bertcli.fsutil import read_json
-from bertcli.tokenizer.base import FORMAT, SPECIAL_TOKENS, Tokenizer, find_special_ids, sha256_bytes
+from bertcli.tokenizer.base import SPECIAL_TOKENS, Tokenizer, find_special_ids, sha256_bytes
 from bertcli.tokenizer.hf import json_bytes, tokenizer_config
 from bertcli.tokenizer.sampling import MAX_SENTENCE_BYTES
 from bertcli.tokenizer.sentencepiece_hf import WORD_START, fast_tokenizer_json, spm_with_normalizer
 
 MODEL_FILE, VOCAB_FILE = "spm.model", "vocab.txt"
-LEGACY_META_FILE = "tokenizer.json"  # format_version 1 kept its metadata here
 
 # Where `bertcli tokenize` puts the special tokens (the trainer needs ids; everything after loading
 # reads them from the model). [CLS]/[SEP]/[MASK] are SentencePiece *control* symbols: they have ids
@@ -193,6 +190,9 @@ class SentencePieceTokenizer(Tokenizer):
     def starts_word(self, piece: str) -> bool:
         return piece.startswith(WORD_START)
 
+    def piece_text(self, piece: str) -> str:
+        return piece.replace(WORD_START, " ").strip()
+
     def files(self) -> dict[str, bytes]:
         ids = list(range(self.vocab_size))
         # `+ 0.0` turns BPE's first score, -0.0, into 0 so that vocab.txt does not say "-0"
@@ -206,13 +206,3 @@ class SentencePieceTokenizer(Tokenizer):
         return {"tokenizer.json": json_bytes(fast_tokenizer_json(self)), "tokenizer_config.json": json_bytes(config),
                 "special_tokens_map.json": json_bytes(special_map), MODEL_FILE: self.model}
 
-
-def load_v1(path: Path) -> SentencePieceTokenizer:
-    """A format_version 1 directory: SentencePiece, metadata in tokenizer.json."""
-    meta = read_json(path / LEGACY_META_FILE, "tokenizer metadata")
-    if meta.get("format") != FORMAT:
-        raise UsageError(f"{path / LEGACY_META_FILE} is not a bertcli tokenizer; make one with `bertcli tokenize`")
-    if meta.get("format_version") != 1:
-        raise UsageError(f"{path / LEGACY_META_FILE} has format_version {meta.get('format_version')}, this bertcli "
-                         "reads 1 and 2; retrain it")
-    return SentencePieceTokenizer.from_dir(path, meta, LEGACY_META_FILE)

@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from bertcli.checkpoint import list_checkpoints, state_problems
 from faultlib import bertcli_process
 from conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow  # tampered checkpoints, each read by a bertcli subprocess
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

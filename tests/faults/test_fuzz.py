@@ -14,6 +14,8 @@ from bertcli.config import SECTIONS, load_config
 from bertcli.errors import UsageError
 from conftest import SAMPLE
 
+pytestmark = pytest.mark.slow  # fuzzing
+
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 KNOWN_KEYS = ["out_dir", "seed", *SECTIONS] + [f.name for cls in SECTIONS.values() for f in cls.__dataclass_fields__.values()]

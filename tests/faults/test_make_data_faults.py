@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from bertcli.errors import DataError, UsageError
+from bertcli.fsutil import mark_owned
 from bertcli.train import pretrain
 from conftest import SAMPLE, tiny_config
 from faultlib import bertcli_process
+
+pytestmark = pytest.mark.slow  # subprocess faults: kills, signals, full disks
 
 OPTIONS = ["--max-seq-length", "64", "--dupe-factor", "2", "--window-chars", "150000", "--shard-size", "3000",
            "--workers", "1", "--validation-fraction", "0.02"]
@@ -117,18 +120,36 @@ _t.train_model = _terminated_train
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
 
 
+# Holds make-data after its second shard is written (and recorded) until Ctrl-C arrives, so the
+# signal always lands mid-run: never too late, never after a guessed delay.
+WAIT_FOR_CTRL_C = """
+import time
+import bertcli.make_data.writer as _writer
+_write, _calls = _writer.write_shard, [0]
+def _write_then_wait(path, *args, **kwargs):
+    if _calls[0] == 2:
+        open({ready!r}, "w").close()
+        while True:
+            time.sleep(0.01)  # until SIGINT raises KeyboardInterrupt here
+    _calls[0] += 1
+    return _write(path, *args, **kwargs)
+_writer.write_shard = _write_then_wait
+"""
+
+
 def test_ctrl_c_keeps_finished_shards_and_exits_130(corpus, tokenizer_dir, tmp_path, reference):
     expected, seconds = reference
-    out = tmp_path / "data"
-    proc = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS])
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "train").glob("shard-*")) if (out / "train").exists() else time.time() < deadline:
+    out, ready = tmp_path / "data", tmp_path / "ready"
+    proc = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS],
+                           preamble=WAIT_FOR_CTRL_C.format(ready=str(ready)))
+    deadline = time.monotonic() + 120
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert ready.exists(), f"make-data never reached its third shard: {proc.communicate(timeout=60)[1]}"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("make-data finished before the signal arrived")
     assert proc.returncode == 130, err
+    assert len(list(out.rglob("shard-*.safetensors"))) == 2  # the two written before the signal
     assert "Traceback" not in err and "--resume" in err
     assert not (out / "manifest.json").exists() and not list(out.rglob(".tmp-*"))
     resumed = bertcli_process(["make-data", corpus, "--tokenizer", tokenizer_dir, "--out", out, *OPTIONS, "--resume"])
@@ -222,6 +243,7 @@ def test_mismatches_between_tokenizer_data_and_checkpoint(data_dir, tokenizer_di
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "progress.json").write_text(json.dumps({"tokenizer_sha256": "x", "options": {}, "inputs": [], "splits": {}}))
+    mark_owned(partial, "data", ["progress.json"], rewritten=True)  # as an interrupted make-data leaves it
     code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", partial, "--resume")
     assert code == 2 and "different" in err
     # max_seq_length beyond the model's positions

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from conftest import TINY_MODEL
 from faultlib import fix_checksums, one_error_line, read_shard_arrays, snapshot, write_shard_arrays
 
+pytestmark = pytest.mark.slow  # tampered data directories, fuzzed
+
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 # mutations that may leave the data valid run the whole command (a training step, an evaluation): fewer
 SLOW = settings(FAST, max_examples=20)

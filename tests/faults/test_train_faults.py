@@ -16,6 +16,8 @@ from bertcli.train import pretrain
 from faultlib import bertcli_process
 from conftest import tiny_config, tiny_overrides
 
+pytestmark = pytest.mark.slow  # subprocess faults: kills, signals
+
 STEPS = 9
 
 
