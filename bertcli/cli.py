@@ -390,7 +390,7 @@ def glue(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A per-task recipe YAML (start from --print-recipe) \\[default: the built-in one, MosaicBERT's].", show_default=False),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a finetune config key for every task, e.g. --set train.epochs=2; repeat --set for each key."),
     from_mnli: bool = typer.Option(False, "--from-mnli", metavar=FLAG, help="Start RTE, MRPC and STS-B from the MNLI fine-tuned model, as MosaicBERT and ModernBERT do (needs mnli in --tasks)."),
-    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch, no submission."),
+    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a small model in a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch at learning rate 1e-3, no submission."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a glue output already in --out."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print {tasks: {task: {metric: median}}, score} as one JSON object on stdout."),
     print_recipe: bool = typer.Option(False, "--print-recipe", metavar=FLAG, help="Print the recipe as YAML on stdout and exit."),

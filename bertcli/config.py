@@ -96,11 +96,11 @@ class SystemConfig:
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto (cuda when available), cpu or cuda")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f("auto", "auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16")
     compile: bool = _f(False, "torch.compile the model")
-    sparse_last_layer: bool = _f(False, "compute the last encoder layer only at [CLS] and the masked positions, the only "
-                                        "rows the heads read: same model, up to 1/num_hidden_layers less encoder work, "
-                                        "other dropout draws")
-    fast_dropout: bool = _f(False, "CPU: draw dropout masks from numpy's SFC64, 16 bits an element, ~10x cheaper than "
-                                   "torch's bernoulli: same keep probability, other draws")
+    sparse_last_layer: bool = _f(True, "compute the last encoder layer only at [CLS] and the masked positions, the only "
+                                       "rows the heads read: same model, up to 1/num_hidden_layers less encoder work, "
+                                       "other dropout draws (false: the draws of the full layer)")
+    fast_dropout: bool = _f(True, "CPU: draw dropout masks from numpy's SFC64, 16 bits an element, ~10x cheaper than "
+                                  "torch's bernoulli: same keep probability, other draws (false: torch's draws)")
     pad_vocab_multiple: int = _f(64, "widen the masked-LM decoder matmul to a multiple of this (faster kernels); "
                                      "weights and checkpoints keep the real vocab size. 1: off")
     cpu_threads: int = _f(0, "intra-op threads on the CPU (0: torch's default, one per core)")

@@ -132,7 +132,7 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     still decides every mask.
     """
     n = shape.numel()
-    seed = int(torch.randint(2**62, ()))
+    seed = torch.randint(2**62, ()).numpy().item()  # a CPU tensor's numpy view: not a device read
     bits = torch.from_numpy(np.random.SFC64(seed).random_raw(-(-n // 4)).view(np.int16)[:n]).view(shape)
     dropped = round(p * 65536)  # an int16 draw below dropped - 32768 drops: probability dropped / 65536
     mask = torch.ge(bits, dropped - 32768, out=torch.empty(shape, dtype=dtype))
