@@ -1,7 +1,7 @@
 """Build the "which book is this passage from?" task from sample_data/books, for `bertcli finetune`.
 
     .venv/bin/python benchmarks/book_task.py [--books sample_data/books] [--data out/data]
-        [--out out/book_task] [--passage-words 48] [--train-per-book 400]
+        [--out out/book_task] [--passage-words 32] [--train-per-book 200] [--validation-per-book 40]
 
 sample_data/books holds five Project Gutenberg books cut into 195 parts (`NNNN-book_name.txt`).
 The task: given a passage of --passage-words words, name its book (five labels).
@@ -11,9 +11,10 @@ Held-out passages only: the validation split comes from the parts that the pretr
 validation documents. make-data chooses those with random.Random(f"{seed}/validation") per
 document in file order; this script replays that choice from the data's manifest (seed,
 validation_fraction) and checks that it finds the manifest's number of validation documents.
-So no validation passage was seen by pretraining or by fine-tuning. The training split is
---train-per-book passages of each book (fewer if a book has fewer) from the other parts,
-chosen at random with a fixed seed.
+So no validation passage was seen by pretraining or by fine-tuning. Both splits are balanced,
+so that chance is 1/5: the training split is --train-per-book passages of each book from the
+other parts, the validation split --validation-per-book of each book's held-out passages
+(fewer where a book has fewer), each chosen at random with a fixed seed.
 
 Writes OUT/train.tsv and OUT/validation.tsv (`text` and `label` columns) and prints the label
 counts of each split and the majority-class share of the validation split (the accuracy of
@@ -59,26 +60,29 @@ def main() -> None:
     ap.add_argument("--books", type=Path, default=Path("sample_data/books"))
     ap.add_argument("--data", type=Path, default=Path("out/data"), help="the pretraining data (make-data output)")
     ap.add_argument("--out", type=Path, default=Path("out/book_task"))
-    ap.add_argument("--passage-words", type=int, default=48)
-    ap.add_argument("--train-per-book", type=int, default=400)
+    ap.add_argument("--passage-words", type=int, default=32)
+    ap.add_argument("--train-per-book", type=int, default=200)
+    ap.add_argument("--validation-per-book", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     files = sorted(f for f in args.books.glob("*.txt") if PART.match(f.name))
     held = held_out_parts(files, args.data)
     train: dict[str, list[str]] = {}
-    validation: list[tuple[str, str]] = []
+    held_passages: dict[str, list[str]] = {}
     for f in files:
         book = PART.match(f.name)["book"]
         chunks = passages(f.read_text(encoding="utf-8"), args.passage_words)
         if f.name in held:
-            validation += [(p, book) for p in chunks]
+            held_passages.setdefault(book, []).extend(chunks)
         else:
             train.setdefault(book, []).extend(chunks)
     rng = random.Random(args.seed)
     train_rows = [(p, book) for book, chunks in sorted(train.items())
                   for p in rng.sample(chunks, min(args.train_per_book, len(chunks)))]
     rng.shuffle(train_rows)
+    validation = [(p, book) for book, chunks in sorted(held_passages.items())
+                  for p in rng.sample(chunks, min(args.validation_per_book, len(chunks)))]
     args.out.mkdir(parents=True, exist_ok=True)
     write_tsv(args.out / "train.tsv", train_rows)
     write_tsv(args.out / "validation.tsv", validation)

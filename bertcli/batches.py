@@ -44,6 +44,7 @@ class BatchCounts:
     num_tokens: int  # non-padding tokens
     num_masked: int  # real masked positions (labels other than -100)
     is_padded: bool  # whether any sequence is shorter than the batch
+    attention_pairs: int  # Σ length² over the sequences: the (query, key) pairs attention needs (utilization.py)
 
 
 @dataclass
@@ -68,8 +69,9 @@ class Batch:
 
     def _counts(self) -> BatchCounts:
         if self.counts is None:  # a Batch built by hand (tests, benchmarks)
-            self.counts = BatchCounts(int(self.attention_mask.sum()), int((self.masked_labels != IGNORE_INDEX).sum()),
-                                      not bool(self.attention_mask.all()))
+            lengths = self.attention_mask.sum(1)
+            self.counts = BatchCounts(int(lengths.sum()), int((self.masked_labels != IGNORE_INDEX).sum()),
+                                      not bool(self.attention_mask.all()), int((lengths * lengths).sum()))
         return self.counts
 
     @property
@@ -83,6 +85,10 @@ class Batch:
     @property
     def is_padded(self) -> bool:
         return self._counts().is_padded
+
+    @property
+    def attention_pairs(self) -> int:
+        return self._counts().attention_pairs
 
     def model_inputs(self, padded: bool = True) -> dict:
         """The model's keyword arguments; padded=False leaves out the all-true attention mask, which
@@ -118,7 +124,7 @@ def collate(examples: list[Example], max_predictions: int, remask: tuple[Masking
         labels[i, :k] = e.masked_ids
         nsp[i] = e.next_sentence_label
         masked += k
-    counts = BatchCounts(sum(lengths), masked, min(lengths) < T)
+    counts = BatchCounts(sum(lengths), masked, min(lengths) < T, sum(n * n for n in lengths))
     return Batch(*(torch.from_numpy(a) for a in (input_ids, token_type, attention, positions, labels, nsp)), counts=counts)
 
 

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from bertcli.console import shown
 from bertcli.errors import DataError, UsageError
 from bertcli.architectures import build_model, config_from_dict, config_problems
-from bertcli.fsutil import atomic_directory, own, read_json, read_owner, remove_owned, sha256_file, write_json_atomic
+from bertcli.fsutil import (atomic_directory, own, read_json, read_owner, remove_owned, remove_temps, sha256_file,
+                            write_json_atomic)
 from bertcli.limits import MAX_COUNT, SHA256, is_int, is_number
 from bertcli.objectives import checkpoint_objective
 from bertcli.tokenizer import ARTIFACT_DIR
@@ -75,6 +78,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer,
     owned = read_owner(run_dir) is not None  # the run's marker lists its checkpoints (a bare directory in tests)
     if owned:
         own(run_dir, [f"{root.name}/"])  # a run killed in its first save leaves only bertcli's files here
+        remove_temps(run_dir)  # what killed saves of this run left (the run's lock is ours: none is running)
     try:  # (atomic_directory also deletes what a killed save left)
         with atomic_directory(final, "checkpoint") as tmp:
             save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
@@ -235,8 +239,41 @@ def load_weights(ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
     return weights
 
 
+# torch.load(weights_only=True) is what keeps a crafted .pt/.bin from running code; below torch 2.6
+# it can be bypassed (CVE-2025-32434), so pyproject.toml requires 2.6 and a load refuses an older one.
+MIN_SAFE_TORCH = (2, 6)
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = (int("".join(ch for ch in part if ch.isdigit()) or 0) for part in torch.__version__.split(".")[:2])
+    return major, minor
+
+
+def check_torch_zip(path: Path) -> str | None:
+    """What makes a torch file unsafe to hand to torch.load: a zip whose records declare more bytes
+    than the file holds (torch.save stores records uncompressed, so a compressed one is an
+    inflation bomb: 2 MB that expand to GBs before any check), or a torch without safe loading."""
+    if torch_version() < MIN_SAFE_TORCH:
+        return (f"torch {torch.__version__} can be made to run code by a crafted file even with weights_only=True "
+                "(CVE-2025-32434); install torch 2.6 or newer")
+    if not zipfile.is_zipfile(path):
+        return None  # torch's legacy (pre-1.6) format: no compression, read as laid out
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        return f"not a readable torch file ({shown(e, 80)})"
+    declared, size = sum(r.file_size for r in records), Path(path).stat().st_size
+    if any(r.compress_type != zipfile.ZIP_STORED for r in records) or declared > size:
+        return (f"its records declare {declared:,} bytes in a file of {size:,} (compressed records); torch.save "
+                "never writes that, refused before loading")
+    return None
+
+
 def load_torch_state(path: Path):
     """Optimizer/scaler state: plain tensors and containers only, never arbitrary pickles."""
+    if problem := check_torch_zip(path):
+        raise DataError(f"{path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or foreign file

@@ -7,6 +7,7 @@ config, 1 at run time, 130 on Ctrl-C).
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from bertcli import __version__
+from bertcli.bounds import check_options, check_out_name
 from bertcli.console import console, error_line
 from bertcli.errors import BertcliError, UsageError
 from bertcli.limits import MASKED_LM_PROB_RANGE
@@ -58,6 +60,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP}
+
 
 def _precision(value: str) -> str:
     """One spelling for precisions (fp32|bf16|fp16); torch's names are accepted as aliases."""
@@ -71,7 +75,9 @@ INPUT_HELP = ("Files, directories (their *.txt, *.jsonl, *.json, *.parquet, recu
 def _reader_options(input_format, text_field, document_per_file, sentence_splitter, language, encoding,
                     dataset, dataset_config, dataset_split):
     from bertcli.readers.base import ReaderOptions
+    from bertcli.readers.streams import check_encoding
 
+    check_encoding(encoding)
     return ReaderOptions(input_format=input_format, text_field=text_field, document_per_file=document_per_file,
                          sentence_splitter=sentence_splitter, language=language, encoding=encoding, dataset=dataset,
                          dataset_config=dataset_config, dataset_split=dataset_split)
@@ -130,14 +136,16 @@ def tokenize(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Train a tokenizer with BERT's special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), or adopt a published one with --from."""
+    check_options("tokenize", locals())
+    check_out_name("--out", out)
     from bertcli.errors import UsageError
     from bertcli.console import warn
     from bertcli.reports import print_adopt_report, print_tokenize_report
     from bertcli.tokenizer import TrainOptions, adopt, train
 
     if from_ is not None:
-        if inputs:
-            raise UsageError("--from adopts a tokenizer: give no INPUT files with it")
+        if inputs or dataset is not None:
+            raise UsageError("--from adopts a tokenizer: give no INPUT files and no --dataset with it")
         print_adopt_report(adopt(from_, out, lowercase, add_words, overwrite), out)
         return
     if add_words is not None:
@@ -189,6 +197,8 @@ def make_data_command(
     dataset_config: Optional[str] = _IN["dataset_config"], dataset_split: str = _IN["dataset_split"],
 ) -> None:
     """Build sharded pretraining examples: next-sentence or sentence-order pairs, or packed sequences, with masked-LM masking."""
+    check_options("make-data", locals())
+    check_out_name("--out", out)
     from bertcli.corpus import expand_inputs
     from bertcli.make_data import make_data
     from bertcli.reports import print_make_data_report
@@ -217,6 +227,7 @@ def show_data_command(
     tokenizer: Optional[Path] = typer.Option(None, help="Tokenizer to decode with (default: the one the data directory carries)."),
 ) -> None:
     """Show pretraining instances: segments A and B (one sequence for mlm), masked positions with their originals, the sentence label (nsp or sop)."""
+    check_options("show-data", locals())
     from bertcli.show_data import show_data
 
     show_data(data, split, start, count, json_lines, tokenizer)
@@ -256,6 +267,7 @@ def eval_command(
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the metrics as one JSON object on stdout."),
 ) -> None:
     """Masked-LM accuracy of a checkpoint and, for nsp or sop, its sentence-task accuracy, with Google's metric names."""
+    check_options("eval", locals())
     import json
 
     from bertcli.evaluate import run_eval
@@ -286,6 +298,7 @@ def export(
     from bertcli.export import export as run_export
     from bertcli.reports import print_export_summary
 
+    check_out_name("--out", out)
     if dtype not in TORCH_DTYPE_NAMES:
         raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(TORCH_DTYPE_NAMES)}")
     print_export_summary(run_export(checkpoint, out, tokenizer, TORCH_DTYPE_NAMES[dtype], overwrite))
@@ -307,6 +320,7 @@ def predict(
 
     As in Hugging Face tokenizers, [MASK] (and [SEP], [CLS]) written in the text are those tokens.
     """
+    check_options("predict", locals())
     import json
 
     from bertcli.predict import predict as run_predict, read_queries
@@ -342,6 +356,8 @@ def finetune(
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print results.json as one JSON object on stdout."),
 ) -> None:
     """Fine-tune a classifier (or regressor) on labelled text and report validation metrics: the median over --seeds."""
+    check_options("finetune", locals())
+    check_out_name("--out", out)
     import json
 
     from bertcli.finetune.config import load_finetune_config
@@ -374,12 +390,15 @@ def glue(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A per-task recipe YAML (start from --print-recipe) \\[default: the built-in one, MosaicBERT's].", show_default=False),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a finetune config key for every task, e.g. --set train.epochs=2; repeat --set for each key."),
     from_mnli: bool = typer.Option(False, "--from-mnli", metavar=FLAG, help="Start RTE, MRPC and STS-B from the MNLI fine-tuned model, as MosaicBERT and ModernBERT do (needs mnli in --tasks)."),
-    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch, no submission."),
+    quick: bool = typer.Option(False, "--quick", metavar=FLAG, help="A probe of a small model in a few minutes on a CPU: sst2 and rte, at most 2,000 training and 500 validation examples each, 1 epoch at learning rate 1e-3, no submission."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help="Replace a glue output already in --out."),
     json_out: bool = typer.Option(False, "--json", metavar=FLAG, help="Print {tasks: {task: {metric: median}}, score} as one JSON object on stdout."),
     print_recipe: bool = typer.Option(False, "--print-recipe", metavar=FLAG, help="Print the recipe as YAML on stdout and exit."),
 ) -> None:
     """Fine-tune on GLUE's nine tasks: the table of median scores and the GLUE average, results.json, and the leaderboard's submission files."""
+    check_options("glue", locals())
+    if out is not None:
+        check_out_name("--out", out)
     import json
 
     from bertcli.finetune.glue import CoreFineTuner, GlueOptions, glue_table, run_glue
@@ -404,6 +423,20 @@ def glue(
         typer.echo(json.dumps({"tasks": results["tasks"], "score": results["score"]}))
 
 
+@app.command(no_args_is_help=True)
+def report(
+    runs: List[Path] = typer.Argument(..., metavar="RUN...", show_default=False,
+                                      help="Pretrain run directories (finished, running or copied), finetune/glue outputs, or results.json files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write \\[default: RUN/report.html for one run]."),
+) -> None:
+    """One self-contained HTML file: loss, accuracy (with baselines), lr, grad norm, tokens/s, MFU and memory charts, evaluations, data, config; several runs overlaid."""
+    from bertcli.console import console
+    from bertcli.report import default_out, write_report
+
+    path = write_report(runs, out if out is not None else default_out(runs))
+    console.print(f"report written to {path}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and turn expected failures into one line and an exit code.
 
@@ -414,6 +447,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     except BertcliError as e:
         error_line(str(e))
         sys.exit(e.exit_code)
+    except OSError as e:
+        # What the system refuses for a path the user chose (too long a name, no space, no
+        # permission, a read-only disk, a symlink loop) is that path's problem, not a bug.
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        error_line(f"{where}{e.strerror or e}; check the path, its permissions and the free space")
+        sys.exit(1)
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)

@@ -11,14 +11,18 @@ it never tokenizes.
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from bertcli.console import shown, warn
 from bertcli.errors import UsageError
+from bertcli.fsutil import OWNER_FILE
 from bertcli.readers import DATASET_FORMAT, NEEDS_SEGMENTER, READERS, check_format, format_of, hf, wanted_suffixes
 from bertcli.readers.base import LONG_BLOCK_CHARS, MAX_DOCUMENT_CHARS, InputCounts, ReaderOptions
 from bertcli.readers.streams import check_encoding, read_lines
+from bertcli.tokenizer.base import META_FILE
 
 GLOB_CHARS = set("*?[")
 
@@ -61,9 +65,28 @@ def expand_inputs(inputs: list[str] | None, input_format: str | None = None, all
     return list(unique)
 
 
+# A directory holding one of these is bertcli's own output (a tokenizer, data, a run, an export):
+# its vocab.txt or JSON files are never corpus text.
+ARTIFACT_MARKERS = (OWNER_FILE, META_FILE)
+
+
 def _input_files(directory: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """The input files under a directory, recursively, in a stable order."""
-    return sorted(p for p in directory.rglob("*") if p.name.lower().endswith(suffixes) and p.is_file())
+    """The input files under a directory, recursively, in a stable order, bertcli's own outputs
+    inside it left out (and said, once per command)."""
+    found, skipped = [], []
+    for top, dirs, names in os.walk(directory):
+        if any(m in names for m in ARTIFACT_MARKERS):
+            skipped.append(top)
+            dirs[:] = []
+            continue
+        dirs.sort()
+        found.extend(Path(top) / n for n in names if n.lower().endswith(suffixes) and (Path(top) / n).is_file())
+    if skipped:
+        listed = ", ".join(shown(d, 80) for d in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        warn(f"input directory {shown(directory)}: left out {len(skipped)} bertcli output director"
+             f"{'y' if len(skipped) == 1 else 'ies'} inside it ({listed}): a tokenizer's or a data directory's files "
+             "are not text; move them out, or name a file in them as INPUT to read it")
+    return sorted(found)
 
 
 @dataclass

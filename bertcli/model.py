@@ -19,7 +19,7 @@ two-way head, so its keys are exactly `BertForMaskedLM`'s and nothing is trained
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -73,6 +73,7 @@ DATA_FIELDS = ("vocab_size", "pad_token_id")  # set from the data, not from the 
 LIMITS = {"vocab_size": (1, 2**20), "hidden_size": (1, 8192), "num_hidden_layers": (1, 128), "num_attention_heads": (1, 128),
           "intermediate_size": (1, 65536), "max_position_embeddings": (1, 65536), "type_vocab_size": (1, 64),
           "pad_token_id": (0, 2**20 - 1)}
+MAX_PARAMETERS = 2**31  # six times BERT-large: a config past it is a mistake, refused before allocating
 
 
 def config_problems(values: dict) -> list[str]:
@@ -98,7 +99,18 @@ def config_problems(values: dict) -> list[str]:
         p.append(f"num_attention_heads ({heads}) must divide hidden_size ({hidden})")
     if not p and "vocab_size" in values and values.get("pad_token_id", 0) >= values["vocab_size"]:
         p.append(f"pad_token_id ({values['pad_token_id']}) must be below vocab_size ({values['vocab_size']})")
+    if not p and (n := approximate_parameters(values)) > MAX_PARAMETERS:
+        p.append(f"the model would have about {n / 1e9:.1f} billion parameters, more than bertcli builds "
+                 f"({MAX_PARAMETERS / 1e9:.1f} billion; BERT-large has 0.34): make it smaller")
     return p
+
+
+def approximate_parameters(values: dict) -> int:
+    """Parameters of a config (dict of BertConfig fields, defaults for those absent), to within biases."""
+    v = {f.name: f.default for f in fields(BertConfig) if f.name != "vocab_size"} | {"vocab_size": 30522} | values
+    h, i = v["hidden_size"], v["intermediate_size"]
+    embeddings = (v["vocab_size"] + v["max_position_embeddings"] + v["type_vocab_size"]) * h
+    return embeddings + v["num_hidden_layers"] * (4 * h * h + 2 * h * i) + h * h
 
 
 @dataclass
@@ -120,7 +132,7 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     still decides every mask.
     """
     n = shape.numel()
-    seed = int(torch.randint(2**62, ()))
+    seed = torch.randint(2**62, ()).numpy().item()  # a CPU tensor's numpy view: not a device read
     bits = torch.from_numpy(np.random.SFC64(seed).random_raw(-(-n // 4)).view(np.int16)[:n]).view(shape)
     dropped = round(p * 65536)  # an int16 draw below dropped - 32768 drops: probability dropped / 65536
     mask = torch.ge(bits, dropped - 32768, out=torch.empty(shape, dtype=dtype))

@@ -308,6 +308,44 @@ class TiedDecoder(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c.vocab_size)) if c.decoder_bias else None
 
 
+def init_weights(module: nn.Module, c: ModernBertConfig) -> None:
+    """ModernBERT's scheme: truncated normals, std 0.02 in, 0.02/sqrt(2·layers) on the residual
+    outputs, hidden_size^-0.5 for a classifier; zero biases, unit norms."""
+    std_in, std_out = c.initializer_range, c.initializer_range / math.sqrt(2.0 * c.num_hidden_layers)
+
+    def init(weight, std):
+        cut = c.initializer_cutoff_factor * std
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-cut, b=cut)
+
+    if isinstance(module, nn.Embedding):  # the token embeddings (and the tied decoder)
+        init(module.weight, std_in)
+    elif isinstance(module, ModernBertAttention):
+        init(module.Wqkv.weight, std_in)
+        init(module.Wo.weight, std_out)
+    elif isinstance(module, ModernBertMLP):
+        init(module.Wi.weight, std_in)
+        init(module.Wo.weight, std_out)
+    elif isinstance(module, ModernBertPredictionHead):
+        init(module.dense.weight, std_out)
+    elif isinstance(module, ModernBertForSequenceClassification):
+        init(module.classifier.weight, c.hidden_size ** -0.5)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+    if isinstance(module, (nn.Linear, nn.LayerNorm, TiedDecoder)) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
+def set_fast_dropout(model: nn.Module, fast: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.fast = fast
+        elif isinstance(m, ModernBertAttention):
+            m.fast_dropout = fast
+
+
 class ModernBertForMaskedLM(nn.Module):
     def __init__(self, config: ModernBertConfig, speed: Speed | None = None, sentence_task: bool = False):
         super().__init__()
@@ -323,38 +361,10 @@ class ModernBertForMaskedLM(nn.Module):
 
     def set_speed(self, speed: Speed) -> None:
         self.speed = speed
-        for m in self.modules():
-            if isinstance(m, Dropout):
-                m.fast = speed.fast_dropout
-            elif isinstance(m, ModernBertAttention):
-                m.fast_dropout = speed.fast_dropout
+        set_fast_dropout(self, speed.fast_dropout)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """ModernBERT's scheme: truncated normals, std 0.02 in, 0.02/sqrt(2·layers) on the residual outputs."""
-        c = self.config
-        std_in, std_out = c.initializer_range, c.initializer_range / math.sqrt(2.0 * c.num_hidden_layers)
-
-        def init(weight, std):
-            cut = c.initializer_cutoff_factor * std
-            nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-cut, b=cut)
-
-        if isinstance(module, nn.Embedding):  # the token embeddings (and the tied decoder)
-            init(module.weight, std_in)
-        elif isinstance(module, ModernBertAttention):
-            init(module.Wqkv.weight, std_in)
-            init(module.Wo.weight, std_out)
-        elif isinstance(module, ModernBertMLP):
-            init(module.Wi.weight, std_in)
-            init(module.Wo.weight, std_out)
-        elif isinstance(module, ModernBertPredictionHead):
-            init(module.dense.weight, std_out)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-        if isinstance(module, (nn.Linear, nn.LayerNorm, TiedDecoder)) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+        init_weights(module, self.config)
 
     def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels=None,
                 next_sentence_labels=None) -> PretrainingOutput:
@@ -375,3 +385,27 @@ class ModernBertForMaskedLM(nn.Module):
         """(B, T, V) logits at every position, as transformers' ModernBertForMaskedLM returns them."""
         h = self.head(self.model(input_ids, attention_mask))
         return tied_decoder(h, self.model.embeddings.tok_embeddings.weight, self.decoder.bias)
+
+
+class ModernBertForSequenceClassification(nn.Module):
+    """transformers' ModernBertForSequenceClassification (pooling "cls"): the [CLS] row of the final
+    norm → the prediction head (dense + act + norm, the masked-LM model's `head.*`, kept) → dropout →
+    linear. Keys model.*, head.*, classifier.*. num_labels 1 is regression. The last layer runs
+    only at [CLS], the one row read (the logits are the same)."""
+
+    def __init__(self, config: ModernBertConfig, num_labels: int, classifier_dropout: float | None = None,
+                 fast_dropout: bool = False):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.drop = Dropout(0.0 if classifier_dropout is None else classifier_dropout)  # ModernBertConfig's default
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, config))
+        set_fast_dropout(self, fast_dropout)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """(B, num_labels) logits; token_type_ids unused (ModernBERT has none); attention_mask None: no padding."""
+        cls_only = input_ids.new_zeros(input_ids.size(0), 1)  # (B, 1): position 0 of every sequence
+        h = self.model(input_ids, attention_mask, cls_only)[:, 0]  # (B, C)
+        return self.classifier(self.drop(self.head(h)))

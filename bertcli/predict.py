@@ -5,7 +5,8 @@ that `bertcli predict` and transformers' fill-mask agree: the special tokens wri
 (`[MASK]`, also `[SEP]`, `[CLS]`, `[PAD]`, `[UNK]`) are those tokens, at the ids of the
 checkpoint's own tokenizer (the copy it carries), and the text between them is encoded as usual.
 
-For each [MASK] the top-k tokens with their probabilities (softmax over the whole vocabulary);
+For each [MASK] the top-k tokens with their probabilities (softmax over the whole vocabulary),
+each also as the text it reads as in its place (`word_with`: "##ing" after "walk" reads "walking");
 with a second sentence, P(is next) = softmax(NSP logits)[0] (label 0 = actual next, as Google's).
 This module does not train, evaluate on data, or decode beyond the one best filling.
 """
@@ -148,7 +149,7 @@ def _predict_batch(model, tok: Tokenizer, queries: list[Query], batch: list[tupl
     for b, (q, (ids, b_start), pos) in enumerate(zip(queries, batch, positions)):
         masks, filled = [], list(ids)
         for slot, p in enumerate(pos):
-            predictions = [{"token": piece, "id": int(i), "probability": float(pr)}
+            predictions = [{"token": piece, "id": int(i), "probability": float(pr), "word": word_with(tok, ids, p, int(i))}
                            for piece, i, pr in zip(tok.pieces(top_ids[b, slot]), top_ids[b, slot], top_p[b, slot])]
             masks.append({"position": p, "predictions": predictions})
             filled[p] = predictions[0]["id"]
@@ -159,3 +160,18 @@ def _predict_batch(model, tok: Tokenizer, queries: list[Query], batch: list[tupl
             result["is_next_probability"] = float(is_next[b])
         results.append(result)
     return results
+
+
+def word_with(tok: Tokenizer, ids: list[int], position: int, candidate: int) -> str:
+    """The text `candidate` reads as at `position`: its piece without the word marker ("▁the" → "the"),
+    and a piece that continues a word ("##ing", or "ing" without "▁") joined to the pieces of the word
+    before it ("walk" + "##ing" → "walking"). Special tokens such as [MASK] bound a word."""
+    specials = set(tok.special_ids.values())
+    ids = [*ids[:position], candidate, *ids[position + 1:]]
+    pieces = tok.pieces(ids)
+    if candidate in specials:
+        return pieces[position]
+    start = position
+    while start > 0 and not tok.starts_word(pieces[start]) and ids[start - 1] not in specials:
+        start -= 1
+    return "".join(tok.piece_text(p) for p in pieces[start:position + 1])

@@ -91,6 +91,10 @@ def print_pretrain_summary(summary: dict) -> None:
                   f"{summary['elapsed']:.0f} s; run in {summary['run_dir']}")
     if summary.get("eval"):
         print_eval_table({**summary["eval"], "global_step": summary["step"]}, "validation")
+    if summary.get("report"):
+        from rich.markup import escape
+
+        console.print(f"report: {escape(summary['report'])} (open it in a browser)")
 
 
 def print_export_summary(summary: dict) -> None:
@@ -115,7 +119,9 @@ def print_predictions(results: list[dict]) -> None:
         for rank in range(k):
             table.add_column(f"#{rank + 1}")
         for slot, mask in enumerate(result["masks"], 1):
-            table.add_row(str(slot), *(f"{escape(p['token'])} [dim]{p['probability']:.3f}[/dim]" for p in mask["predictions"]))
+            # the word each piece makes in its place ("##ing" after "walk": walking); --json keeps the raw pieces
+            table.add_row(str(slot), *(f"{escape(p.get('word', p['token']))} [dim]{p['probability']:.3f}[/dim]"
+                                       for p in mask["predictions"]))
         if result["masks"]:
             console.print(table)
         else:

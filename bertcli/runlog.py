@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from bertcli.console import console
 from bertcli.fsutil import own, write_bytes_atomic
+from bertcli.utilization import Peak, mfu, peak_memory_mb
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -66,18 +67,21 @@ class MetricsWindow:
     """Sums over the current log window: model outputs on the device, counts on the host.
 
     `sentence_log` names the sentence task's metrics (nsp_loss / sop_loss ...); None (mlm): there are none.
+    `peak` is one device's peak for MFU (utilization.py); MFU is left out of the records without it.
     """
 
     DEVICE_SUMS = ("mlm_loss", "mlm_correct", "masked", "nsp_loss", "nsp_correct")
 
-    def __init__(self, device: torch.device, sentence_log: str | None = "nsp"):
+    def __init__(self, device: torch.device, sentence_log: str | None = "nsp", peak: Peak | None = None,
+                 world_size: int = 1):
         self.device, self.sentence_log = device, sentence_log
+        self.peak, self.world_size = peak, world_size
         self.reset()
 
     def reset(self) -> None:
         self.sums = torch.zeros(len(self.DEVICE_SUMS), device=self.device)
         self.grad_norm_sum = torch.zeros((), device=self.device)
-        self.examples = self.tokens = self.steps = 0
+        self.examples = self.tokens = self.steps = self.flops = 0
         self.lr = 0.0
         self.started = time.perf_counter()
 
@@ -90,10 +94,11 @@ class MetricsWindow:
         self.sums = self.sums + torch.stack([v.float() for v in values])
         self.examples += num_examples
 
-    def end_step(self, grad_norm: torch.Tensor, lr: float, global_tokens: int) -> None:
+    def end_step(self, grad_norm: torch.Tensor, lr: float, global_tokens: int, global_flops: int = 0) -> None:
         self.grad_norm_sum = self.grad_norm_sum + grad_norm.detach().float()
         self.lr = lr
         self.tokens += global_tokens
+        self.flops += global_flops
         self.steps += 1
 
     def flush(self, step: int, tokens_seen: int, elapsed: float, distributed: bool) -> dict:
@@ -115,6 +120,10 @@ class MetricsWindow:
             record[f"{self.sentence_log}_accuracy"] = totals["nsp_correct"] / max(totals["examples"], 1)
         record.update({"lr": self.lr, "grad_norm": grad_norm_sum / max(self.steps, 1),
                        "tokens_per_second": self.tokens / seconds, "elapsed": elapsed})
+        utilization = mfu(self.flops, seconds, self.peak, self.world_size) if self.peak is not None else None
+        if utilization is not None:
+            record["mfu"] = utilization
+        record["peak_memory_mb"] = peak_memory_mb(self.device)
         self.reset()
         return record
 
@@ -137,7 +146,9 @@ class ProgressBar:
         if not self.enabled:
             return
         sentence = f"{self.sentence_log}_acc {r[f'{self.sentence_log}_accuracy']:.3f} " if self.sentence_log else ""
-        info = f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} {sentence}{r['tokens_per_second']:,.0f} tok/s"
+        use = f"mfu {r['mfu']:.1%} " if "mfu" in r else ""
+        info = (f"loss {r['loss']:.4f} mlm_acc {r['mlm_accuracy']:.3f} {sentence}{r['tokens_per_second']:,.0f} tok/s "
+                f"{use}mem {r['peak_memory_mb']:,.0f} MB")
         if self.interactive:
             self.bar.update(self.task, completed=step, info=info)
         else:

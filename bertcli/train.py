@@ -40,11 +40,13 @@ from bertcli.errors import UsageError
 from bertcli.evaluate import evaluate
 from bertcli.fsutil import OWNER_FILE, claim_directory, own, read_owner, refuse_overlap, write_bytes_atomic
 from bertcli.architectures import build_model, name_of
-from bertcli.model import flops_per_token, parameter_count
+from bertcli.model import parameter_count
+from bertcli.report import write_run_report
 from bertcli.runlog import METRICS_FILE, MetricsWindow, ProgressBar, RunLog
 from bertcli.runtime import Runtime, close, make_runtime, speed_settings
 from bertcli.shards import PretrainingData
 from bertcli.stopping import Interrupted, StopRequest
+from bertcli.utilization import StepCounts, device_peak, step_flops
 from bertcli.weights import load_pretrained, model_config
 
 
@@ -152,7 +154,8 @@ class Trainer:
         self.loader = make_loader(self.data, self.plan, rt.rank, self.remask, self.step, t.max_steps,
                                   c.data.num_workers, pin_memory=rt.device.type == "cuda")
         self.guard = DivergenceGuard(rt.device, rt.precision == "fp16", rt.distributed, self.run_dir)
-        self.window = MetricsWindow(rt.device, self.objective.sentence_log)
+        self.peak = device_peak(rt.device, rt.precision, s.peak_tflops)  # on the CPU: measured now, briefly
+        self.window = MetricsWindow(rt.device, self.objective.sentence_log, self.peak, rt.world_size)
         self.config_yaml = c.to_yaml()
         self.log = None
         if rt.is_main:
@@ -233,7 +236,7 @@ class Trainer:
 
     # ---- one optimizer step ------------------------------------------------------------------
 
-    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int) -> None:
+    def train_step(self, micro_batches: list, masked_tokens: int, global_tokens: int, global_flops: int = 0) -> None:
         """Forward/backward this rank's micro-batches and apply the update (unless the guard holds it)."""
         t, rt, world = self.config.train, self.runtime, self.runtime.world_size
         lr = get_lr(self.step, t)
@@ -264,7 +267,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += global_tokens
-        self.window.end_step(grad_norm, lr, global_tokens)
+        self.window.end_step(grad_norm, lr, global_tokens, global_flops)
 
     def _reduce_counts(self, values: list[float]) -> list[float]:
         """The step's one host–device sync (DDP only): host-known counts of every rank in one all-reduce."""
@@ -287,8 +290,9 @@ class Trainer:
             while self.step < t.max_steps:
                 micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
                 time_up = max_seconds is not None and time.perf_counter() - self.started >= max_seconds
-                masked, tokens, stop_now, time_up, diverged = self._reduce_counts([
+                masked, tokens, examples, pairs, stop_now, time_up, diverged = self._reduce_counts([
                     sum(b.num_masked for b in micro_batches), sum(b.num_tokens for b in micro_batches),
+                    sum(len(b.next_sentence_labels) for b in micro_batches), sum(b.attention_pairs for b in micro_batches),
                     float(stop.requested), float(time_up), float(self.guard.known())])
                 if diverged:  # some rank has seen a bad step: every rank stops here, at the same step
                     self.guard.check()
@@ -298,7 +302,9 @@ class Trainer:
                     if rt.is_main:
                         console.print(f"train.max_time {t.max_time} reached at step {self.step}")
                     break
-                self.train_step(micro_batches, int(masked), int(tokens))
+                flops = step_flops(self.model_config, StepCounts(int(tokens), int(masked), int(examples), int(pairs)),
+                                   self.objective.has_sentence_task)
+                self.train_step(micro_batches, int(masked), int(tokens), flops)
                 self._after_step()
         return self._finish()
 
@@ -314,6 +320,7 @@ class Trainer:
             self.last_eval = self._evaluate()
         if checkpoint_due:
             self._save()
+            self._report()
 
     def _stop(self, signum: int | None) -> None:
         import signal
@@ -334,9 +341,10 @@ class Trainer:
             console.print("no final evaluation: the data has no validation split (make-data --validation-fraction)")
         if self.log is not None:
             self.log.close()
+        report = self._report()
         return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed(),
-                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir),
-                "flops_per_token": flops_per_token(self.model_config, self.data.max_seq_length, parameter_count(self.model))}
+                "report": str(report) if report is not None else None,
+                "parameters": parameter_count(self.model), "eval": final_eval, "run_dir": str(self.run_dir)}
 
     # ---- hooks -------------------------------------------------------------------------------
 
@@ -362,6 +370,10 @@ class Trainer:
             dist.barrier()
         self.last_saved = self.step
         return saved
+
+    def _report(self) -> Path | None:
+        """report.html in the run directory, rebuilt from what the run has written so far (rank 0)."""
+        return write_run_report(self.run_dir) if self.runtime.is_main else None
 
     def _evaluate(self) -> dict | None:
         t, s, rt = self.config.train, self.config.system, self.runtime
@@ -391,3 +403,5 @@ class Trainer:
             f"examples · global batch {t.global_batch_size} = micro {t.micro_batch_size} × accumulation "
             f"{self.plan.accumulation} × {rt.world_size} process(es) · ≤ {tokens_per_step:,} tokens per step · "
             f"{rt.device} {rt.precision} · {where} · out_dir {self.config.out_dir}")
+        peak = f"{self.peak.tflops:.3g} TFLOP/s per device" if self.peak.tflops is not None else "no MFU"
+        console.print(f"MFU against {peak} ({self.peak.source})")

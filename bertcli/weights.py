@@ -23,7 +23,7 @@ modernbert.ModernBertConfig, and its tokenizer.json, vocabulary and special ids 
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -31,11 +31,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bertcli.checkpoint import STATE_FILE, load_weights, read_state, resolve_checkpoint
-from bertcli.console import console
-from bertcli.errors import DataError, UsageError
+from bertcli.checkpoint import STATE_FILE, check_torch_zip, load_weights, read_state, resolve_checkpoint
+from bertcli.console import console, shown
+from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.architectures import make_config, name_of
-from bertcli.model import ACTIVATIONS, BertConfig
+from bertcli.fsutil import read_json
+from bertcli.model import BertConfig, config_problems
 
 DERIVED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "bert.embeddings.position_ids")
 SENTENCE_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # what only nsp and sop models have
@@ -55,21 +56,47 @@ def is_published_dir(path: Path) -> bool:
 # --- the model config -----------------------------------------------------------------------------
 
 def read_hf_config(path: Path) -> dict:
+    """config.json, read with read_json's bounds (size, depth), its BERT fields checked by
+    model.config_problems: the same types and ranges as the YAML's model: section and a
+    checkpoint's trainer_state.json, before anything is allocated."""
     config_path = Path(path) / CONFIG_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{config_path}: not a readable JSON model config ({e})") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{config_path} is not a JSON object; give a Hugging Face BERT directory")
+    config = read_config_json(config_path)
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list):
+        architectures = []
     if config.get("model_type") != "bert" and not any(str(a).startswith("Bert") for a in architectures):
-        raise UsageError(f"{config_path}: model_type {config.get('model_type')!r} is not a BERT; train.init_from "
+        raise UsageError(f"{config_path}: model_type {shown(config.get('model_type'), 40)!r} is not a BERT; train.init_from "
                          "takes BERT checkpoints (BertForPreTraining, BertForMaskedLM, BertModel)")
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise UsageError(f"{config_path}: position_embedding_type {config['position_embedding_type']!r}; bertcli's BERT "
-                         "has absolute position embeddings only")
+        raise UsageError(f"{config_path}: position_embedding_type {shown(config['position_embedding_type'], 40)!r}; "
+                         "bertcli's BERT has absolute position embeddings only")
+    bert_fields = {f.name for f in fields(BertConfig)}
+    if problems := config_problems({k: v for k, v in config.items() if k in bert_fields}):
+        raise UsageError(f"{config_path}: {problems[0]}; it is not a BERT config bertcli can build, fix or re-export it")
     return config
+
+
+def read_config_json(config_path: Path) -> dict:
+    """A config.json as a dict: bounded in size and depth (read_json), no NaN or Infinity anywhere."""
+    config = read_json(config_path, "model config", max_bytes=1 << 20)
+    if (where := _non_finite(config)) is not None:
+        raise UsageError(f"{config_path}: {shown(where, 80)} is NaN or Infinity, which JSON does not allow and no "
+                         "model config holds; fix config.json")
+    return config
+
+
+def _non_finite(node) -> str | None:
+    """The key path of the first NaN or Infinity in a JSON document (walked without recursion)."""
+    stack = [("", node)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "the document"
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def model_config(init_from: str | None, model_section, vocab_size: int, tokenizer) -> BertConfig:
@@ -96,9 +123,9 @@ def model_config(init_from: str | None, model_section, vocab_size: int, tokenize
             raise UsageError(f"model.{name} is {section[name]!r} but {path / CONFIG_FILE} says {published!r}; "
                              f"with train.init_from the model's shape comes from config.json: remove model.{name}")
         values[name] = section[name] if name in TRAINING_CHOICES and set_by_user else published
-    if values["hidden_act"] not in ACTIVATIONS:
-        raise UsageError(f"{path / CONFIG_FILE}: hidden_act {values['hidden_act']!r} is not one of "
-                         f"{', '.join(ACTIVATIONS)}")
+    # a field config.json leaves out takes BERT-base's value (as transformers does): the whole must still fit
+    if problems := config_problems({**values, "vocab_size": vocab_size, "pad_token_id": pad}):
+        raise UsageError(f"{path / CONFIG_FILE}: {problems[0]} (a missing field is BERT-base's); fix config.json")
     if hf.get("vocab_size") != vocab_size:
         raise UsageError(f"{path / CONFIG_FILE} has vocab_size {hf.get('vocab_size')} but the data's tokenizer has "
                          f"{vocab_size}; make the data with the model's tokenizer (`bertcli tokenize --from {path}`)")
@@ -139,6 +166,8 @@ def check_tokenizer_matches(path: Path, tokenizer) -> None:
 # --- the weights ----------------------------------------------------------------------------------
 
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    if problem := check_torch_zip(path):
+        raise DataError(f"{path}: {problem}")
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged, foreign or pickled-code file
@@ -169,15 +198,19 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def normalize_keys(weights: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
     """Published key variants → bertcli's (BertForPreTraining's) names; derived keys checked and dropped."""
-    out = {}
+    out, origin = {}, {}
     for key, value in weights.items():
+        given = key
         if key.endswith(".gamma"):
             key = key[:-len("gamma")] + "weight"
         elif key.endswith(".beta"):
             key = key[:-len("beta")] + "bias"
         if not key.startswith(("bert.", "cls.")):
             key = "bert." + key  # a BertModel saved on its own
-        out[key] = value
+        if key in out:
+            raise UsageError(f"{where}: the weights {shown(origin[key], 80)!r} and {shown(given, 80)!r} are both "
+                             f"{shown(key, 80)!r} once named as BERT's; the checkpoint is ambiguous, keep one of them")
+        out[key], origin[key] = value, given
     decoder, embeddings = out.get("cls.predictions.decoder.weight"), out.get("bert.embeddings.word_embeddings.weight")
     if decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings):
         raise UsageError(f"{where}: cls.predictions.decoder.weight differs from the word embeddings; bertcli ties "
@@ -233,10 +266,10 @@ MODERNBERT_SPECIALS = (("pad_token_id", "pad"), ("cls_token_id", "cls"), ("sep_t
 def published_model_type(path: Path) -> str | None:
     """config.json's model_type, or None when it is unreadable (read_hf_config then says why)."""
     try:
-        config = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = read_config_json(Path(path) / CONFIG_FILE)
+    except BertcliError:
         return None
-    return config.get("model_type") if isinstance(config, dict) else None
+    return config.get("model_type")
 
 
 def _rope_theta(hf: dict, kind: str, legacy: str, default: float, where: Path) -> float:
@@ -284,10 +317,7 @@ def modernbert_config(path: Path, section: dict, vocab_size: int, tokenizer):
     from bertcli.modernbert import ModernBertConfig
 
     config_path = path / CONFIG_FILE
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{config_path}: not a readable JSON model config ({e})") from None
+    hf = read_config_json(config_path)
     if not isinstance(hf, dict) or hf.get("model_type") != "modernbert":
         got = hf.get("model_type") if isinstance(hf, dict) else None
         raise UsageError(f"{config_path}: model_type {str(got)[:40]!r} is not modernbert, but model.architecture is "

@@ -4,7 +4,7 @@
 # torch is the one heavy dependency. If a CPU wheel is already on this machine (pip's find-links),
 # it is taken first so that a CPU-only machine does not download a multi-GB CUDA build; everywhere
 # else pip resolves torch as usual (a CUDA build on Linux, for users with a GPU). Set
-# BERTCLI_TORCH_SPEC to force a particular torch, e.g. BERTCLI_TORCH_SPEC="torch==2.5.1".
+# BERTCLI_TORCH_SPEC to force a particular torch, e.g. BERTCLI_TORCH_SPEC="torch==2.6.0".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -19,7 +19,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   else
     # A local wheel only (--no-index): fails fast where there is none, and then the
     # project install below fetches torch from the index.
-    $pip install -q --no-index --no-deps "torch>=2.4" 2>/dev/null || true
+    $pip install -q --no-index --no-deps "torch>=2.6" 2>/dev/null || true
   fi
 fi
 spec="."

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 
-COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune", "glue"]
+COMMANDS = ["tokenize", "make-data", "show-data", "pretrain", "eval", "export", "predict", "finetune", "glue",
+            "report"]
 
 
 def help_text(cli, *command: str) -> str:

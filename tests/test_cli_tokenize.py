@@ -77,9 +77,9 @@ def test_compressed_files_directories_and_globs(tmp_path, capsys):
     (["empty.txt"], 2, "has no non-empty lines"),
     (["small.txt", "--vocab-size", "50"], 2, "--vocab-size 50 is below the"),
     (["small.txt", "--model-type", "word"], 2, "--model-type 'word' is not one of bpe, unigram, wordpiece"),
-    (["small.txt", "--character-coverage", "0.5"], 2, "--character-coverage 0.5 must be between 0.98 and 1"),
-    (["small.txt", "--threads", "-2"], 2, "--threads -2 must be between 0"),
-    (["small.txt", "--seed", "-1"], 2, "--seed -1 must be between 0"),
+    (["small.txt", "--character-coverage", "0.5"], 2, "--character-coverage 0.5 is out of range: give a number from 0.98 to 1"),
+    (["small.txt", "--threads", "-2"], 2, "--threads -2 is out of range: give an integer from 0 to 256"),
+    (["small.txt", "--seed", "-1"], 2, "--seed -1 is out of range: give an integer from 0 to 4,294,967,295"),
     (["bad.txt", "--strict"], 1, "{tmp}/bad.txt:2: invalid UTF-8"),
 ])
 def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys, args, code, expected):

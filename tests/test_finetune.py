@@ -267,3 +267,19 @@ def test_docs_options_match_help(cli, monkeypatch):
     in_docs = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", section))
     assert in_help == in_docs, (in_help - in_docs, in_docs - in_help)
 
+
+
+def test_regression_scores_correlations_and_saves_an_hf_regressor(trained_run, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from bertcli.finetune import save_classifier
+
+    spec = load_model_for_finetune(trained_run)
+    texts = _lines(40)
+    train = [Example(t, None, float(len(t.split()))) for t in texts[:32]]
+    dev = [Example(t, None, str(len(t.split()))) for t in texts[32:]]  # numbers as text, as a CSV holds them
+    cfg = load_finetune_config(None, ["train.epochs=1", "train.batch_size=8", "data.max_seq_length=48"])
+    run = finetune_one(spec, train, dev, dev, "regression", None, cfg)
+    assert set(run.results["validation"]) == {"pearson", "spearman", "mse"} and run.test_outputs.dtype.kind == "f"
+    save_classifier(tmp_path / "model", spec, run, "regression", None, cfg)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert hf.config.problem_type == "regression" and hf.config.num_labels == 1

@@ -126,7 +126,7 @@ def test_atomic_directory_failure_leaves_the_old_output(tmp_path):
 def test_swap_fallback_keeps_one_directory_in_place(tmp_path, monkeypatch):
     import bertcli.fsutil as fsutil
 
-    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fsutil.outdir, "_exchange", lambda a, b: False)
     final, new = tmp_path / "out", tmp_path / "new"
     final.mkdir()
     (final / "old").write_text("old")
@@ -148,21 +148,17 @@ def test_atomic_directory_at_dot(tmp_path, monkeypatch):
 
 
 def test_unwritable_parent_is_named(tmp_path, monkeypatch):
-    import bertcli.fsutil as fsutil
-
     # Permission bits do not stop root (CI runs as root), so ask os.access what a user would get.
-    monkeypatch.setattr(fsutil.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(UsageError, match="not writable by this user"):
         check_output_dir(tmp_path / "out", "data", overwrite=False)
 
 
 def test_read_only_file_system_is_named(tmp_path, monkeypatch):
-    import bertcli.fsutil as fsutil
-
     class ReadOnly:
         f_flag = os.ST_RDONLY
 
-    monkeypatch.setattr(fsutil.os, "statvfs", lambda p: ReadOnly())
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly())
     with pytest.raises(UsageError, match="read-only file system"):
         check_output_dir(tmp_path / "out", "data", overwrite=False)
 

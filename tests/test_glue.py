@@ -146,7 +146,8 @@ def test_quick_reads_samples_and_writes_no_submission(tmp_path):
 
     results = run_glue(GlueOptions(model=tmp_path / "bert", data=GLUE, out=tmp_path / "out", quick=True, recipe=recipe), Record())
     assert list(seen) == ["sst2", "rte"] and seen["sst2"][:2] == (3, {"validation": 2})
-    assert seen["rte"][2].train.epochs == 1 and seen["rte"][2].train.learning_rate == 1e-5
+    assert seen["rte"][2].train.epochs == 1 and seen["rte"][2].train.learning_rate == 1e-3
+    assert seen["rte"][2].train.batch_size == 16  # the task's own recipe below quick.set
     assert results["quick"] and results["submission"] == []
     assert not (tmp_path / "out" / "submission").exists()
 
@@ -183,8 +184,10 @@ def test_interrupted_run_leaves_nothing(tmp_path):
 
 
 def test_recipe_precedence_and_shipped_copy():
+    assert "train.learning_rate=1.0e-05" in task_overrides(RECIPE, "rte", quick=False, sets=[])
     overrides = task_overrides(RECIPE, "rte", quick=True, sets=["train.epochs=7"])
-    assert "train.learning_rate=1.0e-05" in overrides and overrides.index("train.epochs=1") < overrides.index("train.epochs=7")
+    assert "train.learning_rate=0.001" in overrides and "train.learning_rate=1.0e-05" not in overrides
+    assert overrides.index("train.epochs=1") < overrides.index("train.epochs=7")  # --set comes last, and wins
     assert (REPO / "configs" / "glue.yaml").read_text() == recipe_yaml(), "regenerate: bertcli glue --print-recipe"
     assert yaml.safe_load(recipe_yaml()) == RECIPE
 
@@ -205,7 +208,7 @@ def test_bad_recipe(tmp_path, content, message):
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "sst2,imdb"], "unknown task 'imdb'"),
     (["--tasks", "cola"], "has no CoLA/"),
-    (["--tasks", "rte", "--seeds", "0"], "--seeds 0 must be between 1 and 100"),
+    (["--tasks", "rte", "--seeds", "0"], "--seeds 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, message):
     data = tmp_path / "glue"

@@ -225,8 +225,11 @@ def test_a_single_document_warns_that_every_random_pair_falls_back(cli, tokenize
     code, _, err = cli("make-data", corpus, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out",
                        "--validation-fraction", "0", "--max-seq-length", "32")
     assert code == 0 and "single document" in err
-    stats = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]["stats"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stats = manifest["splits"]["train"]["stats"]
     assert stats["random_next_fraction"] == 0 and stats["fallback_pairs"] > 0
+    [warning] = manifest["warnings"]  # recorded for the report, as printed
+    assert "single document" in warning and " ".join(warning.split()) in " ".join(err.split())
 
 
 def test_one_sentence_documents_warn_and_are_all_random(cli, tokenizer_dir, tmp_path):
@@ -299,7 +302,7 @@ def test_a_non_empty_output_directory_is_refused(cli, tokenizer_dir, tmp_path):
 def test_the_installed_command_prints_one_line_and_exits_2(tokenizer_dir, tmp_path):
     proc = run_cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", tmp_path / "out", "--max-seq-length", "4")
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 must be between 8 and 512" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--max-seq-length 4 is out of range: give an integer from 8 to 512" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -294,3 +294,33 @@ def test_shipped_config_has_modernbert_base_shape():
     assert layers.resolved_layer_types() == base.layer_types
     assert (config.model.global_rope_theta, config.model.local_rope_theta) == (
         base.rope_parameters["full_attention"]["rope_theta"], base.rope_parameters["sliding_attention"]["rope_theta"])
+
+
+def test_finetune_a_modernbert_exports_modernbert_for_sequence_classification(mlm_dir, tmp_path, cli):
+    """bertcli finetune takes a modernbert run; its model/ loads as ModernBertForSequenceClassification, same logits."""
+    from bertcli.finetune import Example, build_classifier, encode, load_model_for_finetune
+    from bertcli.finetune.data import collate
+
+    pretrain(load_config(None, run_sets(mlm_dir, tmp_path / "run", *model_sets("every-2"))), show_progress=False)
+    lines = [line for line in SAMPLE.read_text(encoding="utf-8").splitlines() if len(line.split()) > 3][:40]
+    rows = ["sentence\tlabel"] + [f"{t.replace(chr(9), ' ')}\t{'ab'[i % 2]}" for i, t in enumerate(lines)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows[:31]) + "\n")
+    (tmp_path / "dev.tsv").write_text("\n".join(rows[:1] + rows[31:]) + "\n")
+    code, out, err = cli("finetune", "--model", tmp_path / "run", "--train", tmp_path / "train.tsv", "--validation",
+                         tmp_path / "dev.tsv", "--text-field", "sentence", "--out", tmp_path / "ft", "--set", "train.epochs=1",
+                         "--set", "train.batch_size=8", "--set", "data.max_seq_length=48", "--set", "system.device=cpu")
+    assert code == 0, err
+    model_dir = tmp_path / "ft" / "model"
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    assert type(theirs).__name__ == "ModernBertForSequenceClassification"
+    spec = load_model_for_finetune(model_dir)  # the fine-tuned model, its classifier kept
+    ours, _ = build_classifier(spec, 2)
+    texts = ["I am a cat.", "As yet I have no name, and a rather longer sentence than the other one here"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    hf = hf_tok(texts, padding=True, return_tensors="pt")
+    batch = collate(encode(spec.tokenizer, [Example(t, None, None) for t in texts], 64), torch.arange(2).numpy(),
+                    spec.tokenizer.pad_id)
+    assert torch.equal(batch.input_ids, hf["input_ids"])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(batch.input_ids, None, batch.attention_mask), theirs(**hf).logits,
+                                   rtol=1e-5, atol=1e-5)

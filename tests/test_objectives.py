@@ -267,7 +267,7 @@ def test_objective_descriptions():
     (["--objective", "mlm", "--short-seq-prob", "0.1"], "--short-seq-prob has no meaning with --objective mlm"),
     (["--no-cross-document"], "--no-cross-document applies to --objective mlm only"),
     (["--objective", "electra"], "--objective 'electra' must be one of nsp, sop, mlm"),
-    (["--masked-lm-prob", "0.55"], "--masked-lm-prob 0.55 must be between 0.05 and 0.5"),
+    (["--masked-lm-prob", "0.55"], "--masked-lm-prob 0.55 is out of range: give a number from 0.05 to 0.5"),
     (["--mask-replace-prob", "0.95", "--random-replace-prob", "0.1"], "add up to at most 1"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(tmp_path, tokenizer_dir, cli, args, expected):

@@ -134,7 +134,7 @@ def test_pretrain_masks_dynamically_at_its_own_rate(objective_data, tmp_path):
 
 @pytest.mark.parametrize("assignment,expected", [
     ("data.masked_lm_prob=0.3", "applies to data.masking: dynamic only"),
-    ("data.masked_lm_prob=0.7", "must be between 0.05 and 0.5"),
+    ("data.masked_lm_prob=0.7", "data.masked_lm_prob 0.7 is out of range: give a number from 0.05 to 0.5"),
     ("data.mask_replace_prob=0.95", "add up to at most 1"),
 ])
 def test_masking_keys_are_checked(assignment, expected, tmp_path):

@@ -199,7 +199,7 @@ def test_a_full_disk_at_the_lock_write_is_one_line_exit_1(tmp_path, monkeypatch,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fsutil.os, call, full)
+    monkeypatch.setattr(os, call, full)
     with pytest.raises(DataError) as e:
         with DirLock(tmp_path / "out"):
             pass
@@ -235,7 +235,7 @@ def test_a_killed_writers_temporary_directory_is_cleaned_by_the_next_run(tmp_pat
         (tmp_path / name).mkdir()
         (tmp_path / name / "user.txt").write_text("mine")
         if kind:
-            marker = fsutil._new_marker(kind, pending=True)
+            marker = fsutil.ownership.new_marker(kind, pending=True)
             marker["pid"] = int(name.rsplit(".", 1)[1])
             (tmp_path / name / OWNER_FILE).write_text(json.dumps(marker))
     with atomic_directory(final, "tokenizer") as tmp:

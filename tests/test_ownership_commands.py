@@ -64,10 +64,9 @@ def test_tokenize_overwrite_keeps_a_users_file(cli, tokenizer_out, tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def run_out(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("own-run") / "run"
-    pretrain(tiny_config(data_dir, run, "train.max_steps=3"), show_progress=False)
-    return run
+def run_out(trained_run):
+    """conftest's run (checkpoints at steps 3 and 4); tests copy it before they touch it."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +189,7 @@ def test_a_killed_runs_temporary_directory_is_cleaned_by_the_next_run(cli, run_o
     left = tmp_path / f".tmp-out.abcdef.{'9' * 12}.{pid}"  # what kill -9 mid-write leaves
     left.mkdir()
     (left / "model.safetensors").write_bytes(b"\0" * 4096)
-    marker = fsutil._new_marker("tokenizer" if command == "tokenize" else "export", pending=True)
+    marker = fsutil.ownership.new_marker("tokenizer" if command == "tokenize" else "export", pending=True)
     marker["pid"] = pid
     (left / fsutil.OWNER_FILE).write_text(json.dumps(marker))
     (tmp_path / ".out.bertcli-lock").write_text(f"pid {pid} on {os.uname().nodename} (bertcli {command})\n")
@@ -299,9 +298,26 @@ def test_a_run_killed_in_its_first_save_starts_afresh_with_resume_auto(data_dir,
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000003"]
 
 
+def run_main(args) -> None:
+    from bertcli.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    assert done.value.code in (0, None)
+
+
+def overwrite_a_copy_refused(cli, made, args, tmp_path, where) -> None:
+    """Copy the output `args` made, put a user's file at `where`, rerun with --overwrite: refused."""
+    out = tmp_path / made.name
+    shutil.copytree(made, out)
+    plant(out, where)
+    before = files_of(out)
+    code, _, err = cli(*[str(out) if a == made else a for a in args], "--overwrite")
+    assert_refused(code, err, out, where, before)
+
+
 @pytest.fixture(scope="module")
 def finetune_out(trained_run, tmp_path_factory):
-    from bertcli.cli import main
     from test_finetune import FAST, _lines, _label, _write_tsv
 
     root = tmp_path_factory.mktemp("own-ft")
@@ -310,43 +326,50 @@ def finetune_out(trained_run, tmp_path_factory):
     out = root / "ft"
     args = ["finetune", "--model", trained_run, "--train", task["train"], "--validation", task["validation"],
             "--text-field", "sentence", "--out", out, *FAST]
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None)
+    run_main(args)
     return out, args
 
 
 @pytest.mark.parametrize("where", ["notes.txt", "model/notes.txt", "model/sub/x.txt", "model/README.md"])
 def test_finetune_overwrite_keeps_a_users_file(cli, finetune_out, tmp_path, where):
-    made, args = finetune_out
-    out = tmp_path / "ft"
-    shutil.copytree(made, out)
-    plant(out, where)
-    before = files_of(out)
-    code, _, err = cli(*[str(out) if a == made else a for a in args], "--overwrite")
-    assert_refused(code, err, out, where, before)
+    overwrite_a_copy_refused(cli, *finetune_out, tmp_path, where)
 
 
 @pytest.fixture(scope="module")
 def glue_out(trained_run, tmp_path_factory):
-    from bertcli.cli import main
     from test_glue import GLUE, TINY_RUN
 
     out = tmp_path_factory.mktemp("own-glue") / "glue"
     args = ["glue", "--model", trained_run, "--data", GLUE, "--out", out, "--tasks", "rte", "--seeds", 1, *TINY_RUN]
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    assert done.value.code in (0, None)
+    run_main(args)
     return out, args
 
 
 @pytest.mark.slow  # a GLUE run (about 10 s)
 @pytest.mark.parametrize("where", ["notes.txt", "submission/notes.txt", "runs/rte/mine.txt"])
 def test_glue_overwrite_keeps_a_users_file(cli, glue_out, tmp_path, where):
-    made, args = glue_out
-    out = tmp_path / "glue"
-    shutil.copytree(made, out)
-    plant(out, where)
-    before = files_of(out)
-    code, _, err = cli(*[str(out) if a == made else a for a in args], "--overwrite")
-    assert_refused(code, err, out, where, before)
+    overwrite_a_copy_refused(cli, *glue_out, tmp_path, where)
+
+
+def test_a_symlinked_out_stays_a_symlink_through_overwrite(cli, tokenizer_out, tmp_path):
+    real, link = tmp_path / "real", tmp_path / "tok"
+    shutil.copytree(tokenizer_out, real)
+    link.symlink_to(real)
+    code, _, err = cli("tokenize", SAMPLE, "--out", link, "--vocab-size", 420, "--threads", 1, "--overwrite")
+    assert code == 0, err
+    from bertcli.tokenizer import Tokenizer
+
+    assert link.is_symlink() and Tokenizer.load(real).vocab_size == 420  # the link's target was replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real", "tok"]  # no .tmp-* and no lock file left
+
+
+def test_a_killed_save_is_cleaned_by_the_next_save_and_a_look_alike_stays(data_dir, run_out, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_out, run)
+    writer = read_owner(run)["writers"][0]  # the process that wrote the run
+    killed = run / "checkpoints" / f".tmp-step-0000099.abcdef.{writer}.1"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+    plant(run, "checkpoints/.tmp-mine/x.txt")  # a look-alike: no writer of this run made it
+    pretrain(tiny_config(data_dir, run, "train.max_steps=6"), resume="auto", show_progress=False)
+    assert not killed.exists() and (run / "checkpoints" / ".tmp-mine" / "x.txt").read_text() == "the user's own"

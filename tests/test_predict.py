@@ -196,3 +196,37 @@ def test_file_input_is_bounded(cli, run_dir, tmp_path, monkeypatch):
         code, _, err = cli("predict", "--checkpoint", run_dir, "--device", "cpu", "--file", path)
         assert code == 2, (path, err)
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+# --- words: the table shows the text a piece stands for, joined as it reads -----------------------
+
+def test_a_piece_is_shown_as_the_text_it_reads_as(tok):
+    from bertcli.predict import word_with
+
+    ids = [CLS, *tok.encode_query("the"), MASK, SEP]  # "the[MASK]": the mask continues the word
+    at = ids.index(MASK)
+    assert word_with(tok, ids, at, tok.vocab.index("ing")) == "theing"
+    assert word_with(tok, ids, at, tok.vocab.index("▁the")) == "the"  # a word of its own: ▁ dropped
+    ids = [CLS, *tok.encode_query("[MASK]ing"), SEP]  # a word-starting candidate stands alone
+    assert tok.pieces(ids[1:3]) == ["[MASK]", "ing"]
+    assert word_with(tok, ids, 1, tok.vocab.index("▁the")) == "the"
+    assert word_with(tok, ids, 1, tok.vocab.index("ing")) == "ing"  # nothing before it but [CLS]
+    assert word_with(tok, ids, 1, SEP) == "[SEP]"
+
+
+def test_wordpiece_pieces_read_without_their_marker():
+    from bertcli.tokenizer.wordpiece import WordPieceTokenizer
+
+    assert WordPieceTokenizer.piece_text(None, "##ing") == "ing" and WordPieceTokenizer.piece_text(None, "walk") == "walk"
+
+
+def test_table_shows_words_and_json_keeps_pieces(cli, run_dir, tok):
+    code, out, _ = cli("predict", "--checkpoint", run_dir, "--json", "--top-k", "5", "--device", "cpu", "The [MASK] sat.")
+    predictions = json.loads(out)["masks"][0]["predictions"]
+    assert all(p["token"] == tok.vocab[p["id"]] for p in predictions)  # raw pieces and ids
+    assert all("▁" not in p["word"] for p in predictions)
+    code, _, err = cli("predict", "--checkpoint", run_dir, "--top-k", "5", "--device", "cpu", "The [MASK] sat.")
+    assert code == 0
+    for p in predictions:
+        assert p["word"] in err
+    assert not any(p["token"] in err for p in predictions if p["token"].startswith("▁"))

@@ -248,3 +248,43 @@ def test_mismatches_are_one_line_usage_errors_before_any_step(cli, published, ad
 def test_a_sentencepiece_data_directory_does_not_fit_a_published_bert(cli, published, data_dir, tmp_path):
     code, _, err = cli(*pretrain_args(data_dir, tmp_path / "run", published))
     assert code == 2 and "vocab_size 1000 but the data's tokenizer has 2000" in err
+
+
+def _set_raw(path, key: str, raw: str) -> None:
+    """Set a key of a JSON file to raw JSON text (Infinity and NaN are what json.dumps writes for them)."""
+    config = json.loads(path.read_text())
+    config[key] = "@@"
+    path.write_text(json.dumps(config).replace('"@@"', raw))
+
+
+@pytest.mark.parametrize("key, raw", [
+    ("hidden_size", '"64"'), ("hidden_size", "64.0"), ("hidden_size", "-64"), ("hidden_size", "1000000"),
+    ("num_attention_heads", "3"), ("num_attention_heads", "0"), ("num_hidden_layers", "100000"),
+    ("intermediate_size", "10000000"), ("max_position_embeddings", "100000000"),
+    ("hidden_dropout_prob", "1.5"), ("attention_probs_dropout_prob", "-0.5"), ("layer_norm_eps", '"tiny"'),
+    ("initializer_range", "-1"), ("initializer_range", "Infinity"), ("initializer_range", "NaN"),
+    ("hidden_act", '["gelu"]'), ("hidden_act", '"swish"'), ("type_vocab_size", "true"), ("pad_token_id", '"0"'),
+    ("vocab_size", "1e3"), ("num_hidden_layers", "128"),  # 128 layers of 32 pass LIMITS: the parameter bound holds
+])
+def test_a_published_config_json_is_validated_like_the_yaml_before_anything_is_allocated(
+        cli, published, adopted, tmp_path, key, raw):
+    bad = mismatch(published, tmp_path, lambda d: _set_raw(d / "config.json", key, raw))
+    if key == "num_hidden_layers" and raw == "128":
+        _set_raw(bad / "config.json", "hidden_size", "8192")
+        _set_raw(bad / "config.json", "intermediate_size", "65536")
+    code, _, err = cli(*pretrain_args(adopted / "data", tmp_path / "run", bad))
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "config.json" in err and (key in err or "parameters" in err or "is not a BERT" in err), err
+    assert "[PAD]=0" not in err  # pad_token_id "0" is named as a wrong type, not as a mismatch with 0
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_config_json_nested_100k_deep_is_one_line(cli, published, adopted, tmp_path):
+    bad = mismatch(published, tmp_path, lambda d: _set_raw(d / "config.json", "extra", "[" * 100_000 + "]" * 100_000))
+    code, _, err = cli(*pretrain_args(adopted / "data", tmp_path / "run", bad))
+    assert code in (1, 2) and "nested too deeply" in err and err.strip().count("\n") == 0, err
+
+
+def test_an_empty_init_from_is_named(cli, adopted, tmp_path):
+    code, _, err = cli(*pretrain_args(adopted / "data", tmp_path / "run", ""))
+    assert code == 2 and "train.init_from is empty" in err and "lies inside" not in err

@@ -51,7 +51,7 @@ def test_human_view_shows_segments_labels_and_masks(cli, data_dir):
 def test_bad_arguments_are_one_line_usage_errors(cli, data_dir, tmp_path):
     for args, message in [(["--split", "test"], "not one of train, validation"),
                           (["--start", "100000"], "is past the end"),
-                          (["--count", "-1"], "must not be negative")]:
+                          (["--count", "-1"], "--count -1 is out of range")]:
         code, _, err = cli("show-data", data_dir, *args)
         assert code == 2 and message in err and err.count("\n") == 1, err
     code, _, err = cli("show-data", tmp_path / "nothing")

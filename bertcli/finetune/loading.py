@@ -69,6 +69,12 @@ def _published_tokenizer(path: Path):
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         raise UsageError(f"{path} has no tokenizer (tokenizer.json, vocab.txt or a bertcli tokenizer/); "
                          "fine-tuning needs the model's own tokenizer: copy it into the directory")
+    from bertcli.tokenizer.training import is_other_hf_tokenizer
+
+    if is_other_hf_tokenizer(path):  # ModernBERT's byte-level BPE, and any other non-WordPiece tokenizer.json
+        from bertcli.tokenizer.adopted import AdoptedTokenizer
+
+        return AdoptedTokenizer.from_published(path), "published"
     lowercase = None if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file() else True
     vocab, options = read_published(path, lowercase)
     return WordPieceTokenizer(vocab, options, {"adopted_from": str(path.resolve())}), "published"
@@ -80,7 +86,8 @@ def load_model_for_finetune(path: Path) -> ModelSpec:
     Errors (UsageError/DataError, one line) for anything that is not a loadable BERT or whose
     tokenizer does not fit it. Nothing is written.
     """
-    from bertcli.weights import is_published_dir, normalize_keys, read_weights
+    from bertcli.architectures import config_from_dict
+    from bertcli.weights import is_published_dir, published_model_type, read_weights
 
     path = Path(path)
     if not path.exists():
@@ -90,7 +97,7 @@ def load_model_for_finetune(path: Path) -> ModelSpec:
     id2label = None
     try:
         if is_published_dir(path):
-            config, hf = _hf_bert_config(path)
+            config, hf = (_hf_modernbert_config if published_model_type(path) == "modernbert" else _hf_bert_config)(path)
             tokenizer, kind = _published_tokenizer(path)
             if isinstance(hf.get("id2label"), dict) and any(a.endswith("SequenceClassification") for a in hf.get("architectures") or []):
                 id2label = {int(k): str(v) for k, v in hf["id2label"].items() if str(k).isdigit()}
@@ -100,16 +107,19 @@ def load_model_for_finetune(path: Path) -> ModelSpec:
 
             ckpt = resolve_checkpoint(path)
             state = read_state(ckpt)
-            config, kind = BertConfig(**state["model_config"]), "checkpoint"
+            config, kind = config_from_dict(state["model_config"]), "checkpoint"
             tokenizer = checkpoint_tokenizer(ckpt, state)
         raw = read_weights(path)
         classifier = {k: v for k, v in raw.items() if k.startswith(CLASSIFIER)}  # a fine-tuned model's head
-        weights = {**normalize_keys({k: v for k, v in raw.items() if k not in classifier}, path), **classifier}
+        weights = {**_normalize(config)({k: v for k, v in raw.items() if k not in classifier}, path), **classifier}
     except BertcliError as e:
         if isinstance(e, UsageError):
             raise
         raise UsageError(f"--model {path}: cannot load it ({e})") from None
     _check_tokenizer(path, config, tokenizer, kind)
+    if _is_modernbert(config):
+        kept, more = _modernbert_encoder(path, weights)
+        return ModelSpec(path, kind, config, tokenizer, kept, notes + more, id2label)
     heads = sorted({k.split(".")[1] for k in weights if k.startswith("cls.")})
     if heads:
         notes.append(f"{path}: pretraining heads dropped ({', '.join('cls.' + h for h in heads)})")
@@ -137,7 +147,7 @@ def build_classifier(spec: ModelSpec, num_labels: int, classifier_dropout: float
     Call under the seed of the initialisation stream: what starts fresh is drawn from torch's generator.
     Returns the model and what was said about it (one line each).
     """
-    model = BertForSequenceClassification(spec.config, num_labels, classifier_dropout, fast_dropout)
+    model = _classifier_class(spec.config)(spec.config, num_labels, classifier_dropout, fast_dropout)
     if init == "random":
         return model, [f"--init random: the {spec.config.num_hidden_layers}-layer model of {spec.path} from a random "
                        "initialisation (its weights unused)"]
@@ -150,7 +160,8 @@ def build_classifier(spec: ModelSpec, num_labels: int, classifier_dropout: float
         weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER)}
     elif not classifier:
         pass  # the usual case: a pretrained encoder, a new classifier
-    missing = [k for k in own if k not in weights and not k.startswith((POOLER, CLASSIFIER))]
+    fresh = (MODERNBERT_HEAD, CLASSIFIER) if _is_modernbert(spec.config) else (POOLER, CLASSIFIER)
+    missing = [k for k in own if k not in weights and not k.startswith(fresh)]
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
         raise UsageError(f"--model {spec.path}: weights do not fit its config (missing {missing[:3]}, unexpected "
@@ -161,3 +172,49 @@ def build_classifier(spec: ModelSpec, num_labels: int, classifier_dropout: float
                              f"needs {tuple(own[key].shape)}; the weights and config.json do not belong together")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
     return model, notes
+
+
+# --- ModernBERT: the same steps for a model.architecture modernbert source ----------------------------
+
+MODERNBERT_HEAD = "head."  # the masked-LM model's dense + norm, which the classifier reuses (as transformers does)
+
+
+def _is_modernbert(config) -> bool:
+    return getattr(config, "architecture", "bert") == "modernbert"
+
+
+def _normalize(config):
+    from bertcli.weights import normalize_keys, normalize_modernbert_keys
+
+    return normalize_modernbert_keys if _is_modernbert(config) else normalize_keys
+
+
+def _classifier_class(config) -> type:
+    if _is_modernbert(config):
+        from bertcli.modernbert import ModernBertForSequenceClassification
+
+        return ModernBertForSequenceClassification
+    return BertForSequenceClassification
+
+
+def _hf_modernbert_config(path: Path):
+    """A transformers ModernBERT directory's config, validated as train.init_from validates it."""
+    from bertcli.modernbert import ModernBertConfig
+    from bertcli.weights import modernbert_hf_values, read_config_json
+
+    hf = read_config_json(path / "config.json")  # bounded in size and depth, no NaN
+    values = modernbert_hf_values(hf, path)
+    if values["pad_token_id"] is None:
+        values["pad_token_id"] = 0
+    return ModernBertConfig(vocab_size=hf.get("vocab_size"), **values), hf
+
+
+def _modernbert_encoder(path: Path, weights: dict) -> tuple[dict, list[str]]:
+    """The encoder (model.*), the prediction head (head.*) and a classifier; the decoder's bias dropped."""
+    notes = []
+    if any(k.startswith("decoder.") for k in weights):
+        notes.append(f"{path}: masked-LM decoder dropped (decoder.bias)")
+    kept = {k: v for k, v in weights.items() if k.startswith(("model.", MODERNBERT_HEAD, CLASSIFIER))}
+    if not any(k.startswith(MODERNBERT_HEAD) for k in kept):
+        notes.append(f"{path} has no prediction head (a bare ModernBertModel): head initialised fresh")
+    return kept, notes

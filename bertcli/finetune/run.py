@@ -75,6 +75,8 @@ def hf_classifier_config(spec: ModelSpec, model, task_type: str, labels: list | 
 
     from bertcli.export import hf_config
 
+    if getattr(spec.config, "architecture", "bert") == "modernbert":
+        return _modernbert_classifier_config(spec, task_type, labels, classifier_dropout)
     config = hf_config({k: v for k, v in asdict(spec.config).items() if k != "pad_token_id"}, "float32",
                        spec.config.pad_token_id)
     names = [str(x) for x in labels] if labels is not None else ["LABEL_0"]
@@ -83,6 +85,21 @@ def hf_classifier_config(spec: ModelSpec, model, task_type: str, labels: list | 
                    "num_labels": len(names), "classifier_dropout": classifier_dropout,
                    "problem_type": "regression" if task_type == "regression" else "single_label_classification"})
     config.pop("tie_word_embeddings", None)
+    return config
+
+
+def _modernbert_classifier_config(spec: ModelSpec, task_type: str, labels: list | None, classifier_dropout) -> dict:
+    """config.json of transformers' ModernBertForSequenceClassification (pooling cls) for this model."""
+    from dataclasses import asdict
+
+    from bertcli.export import modernbert_hf_config
+
+    config = modernbert_hf_config(asdict(spec.config), "float32", spec.tokenizer)
+    names = [str(x) for x in labels] if labels is not None else ["LABEL_0"]
+    config.update({"architectures": ["ModernBertForSequenceClassification"],
+                   "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
+                   "num_labels": len(names), "classifier_dropout": classifier_dropout or 0.0, "classifier_pooling": "cls",
+                   "problem_type": "regression" if task_type == "regression" else "single_label_classification"})
     return config
 
 
@@ -98,7 +115,12 @@ def save_classifier(directory: Path, spec: ModelSpec, run: FinetuneRun, task_typ
     _readable_by_all(directory / "model.safetensors")
     write_json_atomic(directory / "config.json",
                       hf_classifier_config(spec, run.model, task_type, labels, config.model.classifier_dropout))
-    write_tokenizer_files(directory, spec.tokenizer, spec.config.max_position_embeddings)
+    files = spec.tokenizer.hf_files(spec.config.max_position_embeddings)
+    if getattr(spec.config, "architecture", "bert") == "modernbert":
+        from bertcli.export import without_token_types
+
+        files = without_token_types(files)
+    write_tokenizer_files(directory, spec.tokenizer, spec.config.max_position_embeddings, files)
 
 
 def _median_run(runs: list[FinetuneRun], metric: str) -> int:

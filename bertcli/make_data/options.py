@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from bertcli.errors import UsageError
-from bertcli.limits import MASKED_LM_PROB_RANGE, MAX_SEQ_LENGTH
+from bertcli.bounds import check_options
 from bertcli.objectives import OBJECTIVES
 
 SHORT_SEQ_PROB = 0.1  # BERT's, for nsp and sop (mlm packs every sequence full)
@@ -49,27 +49,11 @@ class MakeDataOptions:
                              "cross documents); drop it")
         if self.short_seq_prob is None and paired:
             self.short_seq_prob = SHORT_SEQ_PROB
-        if not 8 <= self.max_seq_length <= MAX_SEQ_LENGTH:
-            problems.append(f"--max-seq-length {self.max_seq_length} must be between 8 and {MAX_SEQ_LENGTH}")
-        low, high = MASKED_LM_PROB_RANGE
-        if not low <= self.masked_lm_prob <= high:
-            problems.append(f"--masked-lm-prob {self.masked_lm_prob} must be between {low} and {high}")
-        if not (0.0 <= self.mask_replace_prob <= 1.0 and 0.0 <= self.random_replace_prob <= 1.0
-                and self.mask_replace_prob + self.random_replace_prob <= 1.0 + 1e-9):
+        # each option's own range: bounds.OPTIONS["make-data"], the one table the docs list
+        check_options("make-data", asdict(self))
+        if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
             problems.append(f"--mask-replace-prob {self.mask_replace_prob} and --random-replace-prob "
                             f"{self.random_replace_prob} must be in [0, 1] and add up to at most 1 (the rest stays unchanged)")
-        if self.short_seq_prob is not None and not 0.0 <= self.short_seq_prob < 1.0:
-            problems.append(f"--short-seq-prob {self.short_seq_prob} must be in [0, 1)")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            problems.append(f"--validation-fraction {self.validation_fraction} must be in [0, 1)")
-        if self.dupe_factor < 1:
-            problems.append("--dupe-factor must be at least 1")
-        if self.shard_size < 1:
-            problems.append("--shard-size must be at least 1")
-        if self.window_chars < 1:
-            problems.append("--window-chars must be at least 1")
-        if self.workers < 0:
-            problems.append("--workers must be 0 (all cores) or more")
         if self.max_predictions is not None and not 1 <= self.max_predictions <= self.max_seq_length - 3:
             problems.append(f"--max-predictions {self.max_predictions} must be between 1 and max_seq_length - 3 "
                             f"({self.max_seq_length - 3}), the positions an instance can mask")

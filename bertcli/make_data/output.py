@@ -14,7 +14,8 @@ from pathlib import Path
 from bertcli.console import warn
 from bertcli.errors import BertcliError, DataError, UsageError
 from bertcli.fsutil import (OWNER_FILE, DirLock, atomic_directory, check_output_dir, foreign_entries, mark_owned, own,
-                            read_json, read_owner, remove_owned, remove_temps, sha256_file, writable_problem)
+                            read_json, read_owner, remove_files, remove_owned, remove_temps, sha256_file,
+                            writable_problem)
 from bertcli.make_data.pool import WorkerDied
 from bertcli.make_data.writer import PROGRESS, SplitState
 from bertcli.shards import MANIFEST, SPLITS
@@ -94,12 +95,8 @@ def _remove_partial_shards(out_dir: Path, keep: set[str]) -> None:
     """Delete what an interrupted run wrote after its last progress record: shards the marker
     lists that progress.json does not, and the temporary files of its writers."""
     owner = read_owner(out_dir)
-    stale = [name for name in owner["files"]
-             if name.split("/", 1)[0] in SPLITS and not name.endswith("/") and name not in keep]
-    for name in stale:
-        if (out_dir / name).is_file() and not (out_dir / name).is_symlink():
-            (out_dir / name).unlink()
-    own(out_dir, [], drop=stale)
+    remove_files(out_dir, [name for name in owner["files"]
+                           if name.split("/", 1)[0] in SPLITS and not name.endswith("/") and name not in keep])
     remove_temps(out_dir)
 
 

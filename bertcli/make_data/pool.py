@@ -23,6 +23,7 @@ import signal
 import threading
 from collections import deque
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -67,6 +68,29 @@ def worker_pool(workers: int, tokenizer_dir: Path):
         pool.close()
 
 
+@contextmanager
+def _signals_held():
+    """Start workers with the stop signals blocked (each child inherits the mask) and with this
+    process's handlers held back: a signal that another thread takes would otherwise run its handler
+    in the middle of a worker's start, leaving a half-started child. Held signals arrive at the end."""
+    held: list[int] = []
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: no handler of ours can run here anyway
+        pass
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # now the real handler runs (raises, as on any stop)
+
+
 class Pool:
     """`workers` spawned processes, each with a task pipe and a result pipe of its own."""
 
@@ -75,9 +99,11 @@ class Pool:
         self.processes, self.tasks, self.results = [], [], []
         self.next = 0  # the worker the next task goes to (round robin; results come back in order)
         atexit.register(self.kill)  # whatever happens, never leave a worker behind (they ignore SIGTERM)
+        # multiprocessing starts its resource tracker on the first spawn, and then unblocks SIGINT and
+        # SIGTERM itself: start it now, before they are blocked
+        resource_tracker.ensure_running()
         try:
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by each child
-            try:
+            with _signals_held():
                 for _ in range(workers):
                     task_out, task_in = ctx.Pipe(duplex=False)
                     result_out, result_in = ctx.Pipe(duplex=False)
@@ -88,16 +114,17 @@ class Pool:
                     result_in.close()
                     self.tasks.append(task_in)
                     self.results.append(result_out)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile arrives now
-        except BaseException:  # including that signal's KeyboardInterrupt or Terminated
+        except BaseException:  # including a held signal's KeyboardInterrupt or Terminated
             self.kill()
             raise
 
     def submit(self, task) -> int:
         """Send a task to the next worker; the worker's number, to collect its result with."""
         worker, self.next = self.next, (self.next + 1) % len(self.processes)
-        self.tasks[worker].send(task)
+        try:
+            self.tasks[worker].send(task)
+        except OSError:  # its end of the pipe is gone: the worker is dead
+            raise self._died(worker) from None
         return worker
 
     def result(self, worker: int):
@@ -115,11 +142,15 @@ class Pool:
                 return value
             if process.sentinel in ready:
                 break
+        raise self._died(worker)
+
+    def _died(self, worker: int) -> WorkerDied:
+        process = self.processes[worker]
         process.join()
         code = process.exitcode
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        raise WorkerDied(f"a make-data worker (pid {process.pid}) died ({how}), perhaps out of memory; the finished "
-                         "shards are kept — rerun the same command with --resume (and fewer --workers)")
+        return WorkerDied(f"a make-data worker (pid {process.pid}) died ({how}), perhaps out of memory; the finished "
+                          "shards are kept — rerun the same command with --resume (and fewer --workers)")
 
     def close(self) -> None:
         """No more tasks: each worker ends once it has sent its last result."""

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bertcli import __version__
+from bertcli.console import warn
 from bertcli.corpus import Corpus
 from bertcli.errors import UsageError
-from bertcli.fsutil import input_file_problem, own, refuse_overlap, remove_temps, write_json_atomic
-from bertcli.make_data.diagnostics import check_usable, warn_about
+from bertcli.fsutil import input_file_problem, own, refuse_overlap, remove_files, remove_temps, write_json_atomic
+from bertcli.make_data.diagnostics import check_usable, warnings_about
 from bertcli.make_data.options import MakeDataOptions
 from bertcli.make_data.output import write_out_dir
 from bertcli.make_data.pool import paying_workers, run_pool, worker_pool
@@ -108,12 +109,14 @@ def _make_data(corpus, tokenizer_dir, tok, out_dir, opts, expected, states, show
         "cpu_seconds": round(cpu_seconds, 3),
         "splits": {s: writers[s].summary() for s in SPLITS},
     }
-    check_usable(manifest, corpus.files or [corpus.options.dataset], opts)
+    check_usable(manifest, corpus.files or [corpus.options.dataset], opts, corpus.stats.inputs)
+    manifest["warnings"] = warnings_about(manifest, corpus, opts)
     written = tok.save(out_dir / ARTIFACT_DIR)
     own(out_dir, [f"{ARTIFACT_DIR}/{name}" for name in written])
     write_json_atomic(out_dir / MANIFEST, manifest)
-    (out_dir / PROGRESS).unlink(missing_ok=True)
-    own(out_dir, [MANIFEST], drop=[PROGRESS])
+    remove_files(out_dir, [PROGRESS])
+    own(out_dir, [MANIFEST])
     remove_temps(out_dir)  # a killed earlier run's partial shard; never a name that is not provably ours
-    warn_about(manifest, corpus, opts)
+    for message in manifest["warnings"]:
+        warn(message)
     return manifest

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+from bertcli.console import shown
 from bertcli.readers.base import emit
 
 _MISSING = object()
+# JSON may spell lone UTF-16 surrogates ("\\ud800"); Python keeps them in a str, but no UTF-8 tokenizer can
+# encode one. They are replaced (U+FFFD) and counted with the invalid bytes of the other formats.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def lookup(record, path: tuple[str, ...]):
@@ -22,12 +28,20 @@ def text_of(record, path: tuple[str, ...], where: str, counts, strict: bool, seg
     value = lookup(record, path)
     field = ".".join(path)
     if isinstance(value, str):
+        if not value.isascii() and _SURROGATES.search(value):
+            if strict:
+                from bertcli.errors import DataError
+                raise DataError(f"{where}: the text holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
+                                "text; fix the record or drop --strict to replace it")
+            value = _SURROGATES.sub("\ufffd", value)
+            counts.invalid_lines += 1
+            counts.first_invalid = counts.first_invalid or where
         if not value.strip():
             counts.empty_records += 1
             return []
         return segmenter.split_text(value)
-    reason = f"no field {field!r}" if value is _MISSING or value is None else \
-        f"field {field!r} is {type(value).__name__}, not a string"
+    reason = f"no field {shown(field, 60)!r}" if value is _MISSING or value is None else \
+        f"field {shown(field, 60)!r} is {type(value).__name__}, not a string"
     if strict:
         from bertcli.errors import DataError
         raise DataError(f"{where}: {reason}; fix the record, pass the right --text-field, or drop --strict to skip it")
@@ -38,7 +52,7 @@ def text_of(record, path: tuple[str, ...], where: str, counts, strict: bool, seg
 def keys_of(record) -> str:
     """Top-level keys, for a message that says which fields there are."""
     if isinstance(record, dict):
-        return ", ".join(map(str, list(record)[:20])) or "(none)"
+        return shown(", ".join(shown(k, 40) for k in list(record)[:20])) or "(none)"
     return f"(a {type(record).__name__}, not an object)"
 
 

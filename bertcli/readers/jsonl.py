@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+from bertcli.console import shown
 from bertcli.errors import DataError, UsageError
 from bertcli.readers.base import DocumentBuilder
 from bertcli.readers.fields import keys_of, record_documents
@@ -30,12 +31,13 @@ def documents(path, ctx) -> Iterator[list[str]]:
         where = f"{path}:{lineno}"
         try:
             record = json.loads(line)
-        except ValueError as e:
-            if counts.records == 1 and line.startswith("["):
-                raise UsageError(f"{path} is one JSON array, not JSON Lines (one object per line); "
+        except (ValueError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else shown(e, 120)
+            if counts.records == 1 and line.startswith("[") and not isinstance(e, RecursionError):
+                raise UsageError(f"{shown(path)} is one JSON array, not JSON Lines (one object per line); "
                                  "convert it, e.g. jq -c '.[]'") from None
             if ctx.strict:
-                raise DataError(f"{where}: not valid JSON ({e}); fix the line or drop --strict to skip it") from None
+                raise DataError(f"{where}: not valid JSON ({why}); fix the line or drop --strict to skip it") from None
             counts.skip(where, "not valid JSON")
             continue
         if first_keys is None:
@@ -46,5 +48,5 @@ def documents(path, ctx) -> Iterator[list[str]]:
         found += 1
         yield from documents
     if counts.records and not found and first_keys is not None:
-        raise UsageError(f"{path}: no record has the field {options.text_field!r}; the first record's keys are "
+        raise UsageError(f"{shown(path)}: no record has the field {shown(options.text_field, 60)!r}; the first record's keys are "
                          f"{first_keys}: pass --text-field (dotted for nested keys, e.g. meta.text)")

@@ -30,6 +30,8 @@ def load(path: Path) -> Tokenizer:
     if not meta_path.is_file():
         raise UsageError(f"{path} is not a bertcli tokenizer (no {META_FILE}); make one with `bertcli tokenize`")
     meta = read_json(meta_path, "tokenizer metadata")
+    if problem := meta_problem(meta):
+        raise UsageError(f"{meta_path}: {problem}; it was edited, remake the tokenizer with `bertcli tokenize`")
     if meta.get("format") != FORMAT:
         raise UsageError(f"{meta_path} is not a bertcli tokenizer; make one with `bertcli tokenize`")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -48,6 +50,24 @@ def load(path: Path) -> Tokenizer:
         return AdoptedTokenizer.from_dir(path, meta)
     raise UsageError(f"{meta_path}: unknown tokenizer kind {str(kind)[:40]!r} (sentencepiece, wordpiece or hf); it was "
                      "edited, remake it")
+
+
+# The metadata keys whose type the loaders rely on (None: the key may be absent).
+META_TYPES = {"special_ids": dict, "files": dict, "options": dict, "sha256": str, "kind": str}
+
+
+def meta_problem(meta: dict) -> str | None:
+    """What is wrong with the shape of a bertcli_tokenizer.json, before any value is used."""
+    for key, kind in META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            return f"{key} is a {type(meta[key]).__name__}, not a {kind.__name__}"
+    ids = meta.get("special_ids", {})
+    if set(ids) - set(SPECIAL_NAMES) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 20
+                                                for i in ids.values()):
+        return f"special_ids must map {', '.join(SPECIAL_NAMES)} to ids below {1 << 20}"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.get("files", {}).items()):
+        return "files must map file names to sha256 strings"
+    return None
 
 
 def load_artifact_tokenizer(artifact: Path, expected_sha256: str | None, what: str = "") -> Tokenizer:

@@ -78,6 +78,10 @@ class Tokenizer:
     def starts_word(self, piece: str) -> bool:
         raise NotImplementedError
 
+    def piece_text(self, piece: str) -> str:
+        """The text a piece stands for, without its word-boundary marker ("▁the" → "the", "##ing" → "ing")."""
+        raise NotImplementedError
+
     # --- tables for masking ----------------------------------------------------------------------
     def never_replace(self) -> "np.ndarray":
         """bool per id: specials and [unused…] slots, never drawn as a random replacement token."""

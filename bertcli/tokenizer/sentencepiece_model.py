@@ -190,6 +190,9 @@ class SentencePieceTokenizer(Tokenizer):
     def starts_word(self, piece: str) -> bool:
         return piece.startswith(WORD_START)
 
+    def piece_text(self, piece: str) -> str:
+        return piece.replace(WORD_START, " ").strip()
+
     def files(self) -> dict[str, bytes]:
         ids = list(range(self.vocab_size))
         # `+ 0.0` turns BPE's first score, -0.0, into 0 so that vocab.txt does not say "-0"

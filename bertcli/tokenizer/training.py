@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bertcli.bounds import check_options
 from bertcli.errors import DataError, UsageError
 from bertcli.fsutil import check_output_dir, output_dir
 from bertcli.tokenizer.base import SPECIAL_NAMES
@@ -21,9 +22,6 @@ from bertcli.tokenizer.sampling import MAX_SENTENCE_BYTES, drop_long_sentences, 
 
 MODEL_TYPES = ("bpe", "unigram", "wordpiece")
 VOCAB_NAME = "vocab.txt"
-MAX_SPM_VOCAB_SIZE = 2**31 - 1  # SentencePiece ids are int32
-MAX_THREADS = 1024  # SentencePiece's own bound
-MIN_CHARACTER_COVERAGE = 0.98  # SentencePiece refuses lower values
 
 
 @dataclass
@@ -46,17 +44,8 @@ class TrainOptions:
         if self.vocab_size <= len(SPECIAL_NAMES):
             raise UsageError(f"--vocab-size {self.vocab_size} leaves no room beside the {len(SPECIAL_NAMES)} special tokens "
                              f"and the corpus's characters; BERT uses 30522")
-        if self.vocab_size > MAX_SPM_VOCAB_SIZE:
-            raise UsageError(f"--vocab-size {self.vocab_size} is above SentencePiece's limit of {MAX_SPM_VOCAB_SIZE}; BERT uses 30522")
-        if not MIN_CHARACTER_COVERAGE <= self.character_coverage <= 1.0:
-            raise UsageError(f"--character-coverage {self.character_coverage} must be between "
-                             f"{MIN_CHARACTER_COVERAGE} and 1 (SentencePiece's range)")
-        if self.input_sentence_size < 1:
-            raise UsageError(f"--input-sentence-size {self.input_sentence_size} must be at least 1")
-        if not 0 <= self.threads <= MAX_THREADS:
-            raise UsageError(f"--threads {self.threads} must be between 0 (all cores) and {MAX_THREADS}")
-        if not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed {self.seed} must be between 0 and {2**32 - 1}")
+        # the ranges of vocab_size, character_coverage, input_sentence_size, threads and seed: bounds.OPTIONS
+        check_options("tokenize", asdict(self))
 
     @property
     def resolved_threads(self) -> int:

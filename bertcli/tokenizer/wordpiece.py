@@ -21,6 +21,8 @@ import json
 import re
 from pathlib import Path
 
+from bertcli.bounds import MAX_VOCAB
+from bertcli.console import shown
 from bertcli.errors import UsageError
 from bertcli.fsutil import read_json
 from bertcli.tokenizer.base import SPECIAL_TOKENS, UNUSED, Tokenizer, find_special_ids, sha256_bytes
@@ -29,6 +31,8 @@ from bertcli.tokenizer.hf import added_tokens, bert_post_processor, json_bytes, 
 VOCAB_FILE = "vocab.txt"
 PREFIX = "##"  # a piece that continues a word
 MAX_INPUT_CHARS_PER_WORD = 100  # BERT's: a longer word is [UNK]
+MAX_VOCAB_FILE_BYTES = 32 << 20  # a vocab.txt of 2**20 pieces of 30 bytes; the largest published BERT's is 2 MB
+MAX_WORDS_FILE_BYTES = 4 << 20  # --add-words: Google's vocabularies have 994 [unused] slots
 SPECIAL_NAME_OF = {token: name for name, token in SPECIAL_TOKENS.items()}
 SPECIAL_IN_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS.values()) + ")")
 OPTION_TYPES = {"lowercase": (bool,), "strip_accents": (bool, type(None)), "tokenize_chinese_chars": (bool,)}
@@ -53,9 +57,9 @@ def check_vocab(vocab: list[str], where: str) -> None:
     seen: dict[str, int] = {}
     for i, piece in enumerate(vocab):
         if not piece or piece != piece.strip() or any(c.isspace() for c in piece):
-            raise UsageError(f"{where}: line {i + 1} ({piece!r}) is blank or holds whitespace; a piece is one word")
+            raise UsageError(f"{where}: line {i + 1} ({shown(piece, 40)!r}) is blank or holds whitespace; a piece is one word")
         if piece in seen:
-            raise UsageError(f"{where}: {piece!r} is on lines {seen[piece] + 1} and {i + 1}; each piece must be listed once")
+            raise UsageError(f"{where}: {shown(piece, 40)!r} is on lines {seen[piece] + 1} and {i + 1}; each piece must be listed once")
         seen[piece] = i
 
 
@@ -138,6 +142,9 @@ class WordPieceTokenizer(Tokenizer):
     def starts_word(self, piece: str) -> bool:
         return not piece.startswith(PREFIX)
 
+    def piece_text(self, piece: str) -> str:
+        return piece.removeprefix(PREFIX)
+
     def files(self) -> dict[str, bytes]:
         return {VOCAB_FILE: self.vocab_bytes}
 
@@ -168,13 +175,27 @@ def train_wordpiece(sample: list[str], options, meta: dict) -> WordPieceTokenize
 
 # --- adopting a published tokenizer ------------------------------------------------------------------
 
-def _read_vocab_file(path: Path) -> list[str]:
+def read_bounded_text(path: Path, limit: int, what: str) -> str:
+    """A UTF-8 text file of at most `limit` bytes, read without trusting its size (/dev/zero, a FIFO)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text; give a BERT vocab.txt") from None
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as e:
-        raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
+        raise UsageError(f"{what} {path}: cannot read it ({e.strerror})") from None
+    if len(data) > limit:
+        raise UsageError(f"{what} {path} is larger than {limit >> 20} MiB; it is not a word list or vocabulary")
+    if b"\0" in data:
+        raise UsageError(f"{what} {path} holds NUL bytes; it is not UTF-8 text (UTF-16? binary?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path} is not UTF-8 text") from None
+
+
+def _read_vocab_file(path: Path) -> list[str]:
+    text = read_bounded_text(path, MAX_VOCAB_FILE_BYTES, "vocabulary")
+    if (pieces := text.count("\n") + (not text.endswith("\n"))) > MAX_VOCAB:  # counted before a list is made
+        raise UsageError(f"{path} has {pieces:,} pieces, more than {MAX_VOCAB:,}; it is not a BERT vocab.txt")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
@@ -188,26 +209,34 @@ def _from_hf_dir(path: Path, lowercase: bool | None) -> tuple[list[str], dict]:
                                 bool(config.get("tokenize_chinese_chars", True)))
     vocab = _read_vocab_file(path / VOCAB_FILE) if (path / VOCAB_FILE).is_file() else None
     if (path / "tokenizer.json").is_file():
-        fast = read_json(path / "tokenizer.json", "Hugging Face tokenizer")
+        fast = read_json(path / "tokenizer.json", "Hugging Face tokenizer", max_bytes=MAX_VOCAB_FILE_BYTES)
         model, normalizer = fast.get("model") or {}, fast.get("normalizer") or {}
+        for key, value in (("model", model), ("normalizer", normalizer)):
+            if not isinstance(value, dict):
+                raise UsageError(f"{path / 'tokenizer.json'}: {key} is a {type(value).__name__}, not an object; "
+                                 "it is not a Hugging Face tokenizer file")
         if model.get("type") != "WordPiece" or model.get("continuing_subword_prefix", PREFIX) != PREFIX:
-            raise UsageError(f"{path / 'tokenizer.json'} is a {model.get('type')} tokenizer, not a BERT WordPiece one; "
-                             "bertcli adopts WordPiece tokenizers (or train a SentencePiece one with `bertcli tokenize`)")
+            raise UsageError(f"{path / 'tokenizer.json'} is a {shown(model.get('type'), 40)} tokenizer, not a BERT "
+                             "WordPiece one; bertcli adopts WordPiece tokenizers (or train a SentencePiece one with "
+                             "`bertcli tokenize`)")
         if normalizer.get("type") == "BertNormalizer":
             options = wordpiece_options(bool(normalizer.get("lowercase")), normalizer.get("strip_accents"),
                                         bool(normalizer.get("handle_chinese_chars", True)))
         elif normalizer:
-            raise UsageError(f"{path / 'tokenizer.json'} normalises with {normalizer.get('type')}, not BERT's; "
+            raise UsageError(f"{path / 'tokenizer.json'} normalises with {shown(normalizer.get('type'), 40)}, not BERT's; "
                              "bertcli adopts BERT tokenizers only")
         ids = model.get("vocab")
-        if not isinstance(ids, dict) or sorted(ids.values()) != list(range(len(ids))):
+        if (not isinstance(ids, dict) or len(ids) > MAX_VOCAB
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids.values())
+                or sorted(ids.values()) != list(range(len(ids)))):
             raise UsageError(f"{path / 'tokenizer.json'}: model.vocab is not a piece → id map with ids 0..n-1; it is damaged")
         fast_vocab = sorted(ids, key=ids.get)
         if vocab is not None and vocab != fast_vocab:
             raise UsageError(f"{path}: vocab.txt and tokenizer.json list different vocabularies; keep the pair that belongs together")
         vocab = fast_vocab
     elif config.get("tokenizer_class") and "Bert" not in str(config["tokenizer_class"]):
-        raise UsageError(f"{path / 'tokenizer_config.json'}: tokenizer_class {config['tokenizer_class']} is not a BERT tokenizer")
+        raise UsageError(f"{path / 'tokenizer_config.json'}: tokenizer_class {shown(config['tokenizer_class'], 40)} "
+                         "is not a BERT tokenizer")
     if vocab is None:
         raise UsageError(f"{path} has neither vocab.txt nor tokenizer.json; give a Hugging Face BERT tokenizer directory")
     if lowercase is not None and lowercase != options["lowercase"]:
@@ -233,10 +262,7 @@ def read_published(source: Path, lowercase: bool | None) -> tuple[list[str], dic
 
 def add_words(tok: WordPieceTokenizer, words_file: Path) -> tuple[list[str], list[str], list[str]]:
     """Put the file's words (one per line) into [unused…] slots, in id order: (new vocabulary, added, already known)."""
-    try:
-        lines = Path(words_file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--add-words {words_file}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})") from None
+    lines = read_bounded_text(Path(words_file), MAX_WORDS_FILE_BYTES, "--add-words").splitlines()
     pre_tokenize = tok.pipeline.pre_tokenizer.pre_tokenize_str
     known = set(tok.vocab)
     added, already = [], []
@@ -244,9 +270,13 @@ def add_words(tok: WordPieceTokenizer, words_file: Path) -> tuple[list[str], lis
         if not line.strip():
             continue
         word = tok.normalize(line.strip())
+        if len(word) > MAX_INPUT_CHARS_PER_WORD:
+            raise UsageError(f"--add-words {words_file}: line {n} ({shown(word, 40)!r}) has {len(word)} characters; "
+                             f"WordPiece reads a word of more than {MAX_INPUT_CHARS_PER_WORD} as [UNK], so it could "
+                             "never be produced: drop it")
         if [w for w, _ in pre_tokenize(word)] != [word]:
-            raise UsageError(f"--add-words {words_file}: line {n} ({line.strip()!r}) is not one word once split as BERT "
-                             "splits text (spaces and punctuation separate words); list its words instead")
+            raise UsageError(f"--add-words {words_file}: line {n} ({shown(line.strip(), 60)!r}) is not one word once "
+                             "split as BERT splits text (spaces and punctuation separate words); list its words instead")
         if word in known:
             already.append(word)
             continue

@@ -33,8 +33,8 @@ import bertcli.make_data.run as _run, bertcli.make_data.writer as _writer
 READY, SENT, POINT = {ready!r}, {sent!r}, {point!r}
 def _handshake():
     import multiprocessing
-    with open(READY + ".tmp", "w") as f:  # how many workers are alive, for the test to check
-        f.write(str(len(multiprocessing.active_children())))
+    with open(READY + ".tmp", "w") as f:  # the workers alive, for the test to check
+        f.write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
     os.rename(READY + ".tmp", READY)
     while not os.path.exists(SENT):  # waits for the test's file, or for the signal's handler to raise
         time.sleep(0.005)
@@ -88,8 +88,8 @@ def expected(tokenizer_dir, tmp_path_factory):
 
 
 def workers_left(pgid: int) -> list[str]:
-    """The processes of the group but multiprocessing's resource tracker (it leaves on its own when
-    its parent's pipe closes, which it may not have noticed yet)."""
+    """The live processes of the group but multiprocessing's resource tracker (it leaves on its own
+    when its parent's pipe closes, which it may not have noticed yet)."""
     left = []
     for entry in os.listdir("/proc"):
         try:
@@ -98,7 +98,8 @@ def workers_left(pgid: int) -> list[str]:
         except (OSError, ValueError):
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid and "resource_tracker" not in cmdline:
+        exiting = fields[0] in "ZX" or not cmdline  # its memory is gone: it is on its way out
+        if not exiting and int(fields[2]) == pgid and "resource_tracker" not in cmdline:
             left.append(f"{entry}: {cmdline[:100]}")
     return left
 
@@ -119,7 +120,7 @@ def test_a_stop_signal_never_hangs_and_resume_is_exact(cli, tokenizer_dir, expec
                 proc.wait(timeout=0.01)
             except subprocess.TimeoutExpired:
                 pass
-        alive = int(ready.read_text())
+        alive = len(ready.read_text().split())
         assert alive == {"start": workers - 1, "mid": workers, "final": 0}[point] if workers > 1 else alive == 0
         signum = getattr(signal, name)
         os.killpg(proc.pid, signum) if target == "group" else os.kill(proc.pid, signum)
@@ -131,10 +132,38 @@ def test_a_stop_signal_never_hangs_and_resume_is_exact(cli, tokenizer_dir, expec
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 128 + signum, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     assert not left, left  # no worker outlives it
     code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1",
                        *OPTIONS, "--resume")
     assert code == 0, err
     assert outputs(out) == expected
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_a_worker_killed_from_outside_is_noticed_and_resume_is_exact(cli, tokenizer_dir, expected, tmp_path):
+    out, ready, sent = tmp_path / "data", tmp_path / "ready", tmp_path / "sent"
+    proc = bertcli_process(["make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--workers", 2, *OPTIONS],
+                           preamble=AT_POINT.format(ready=str(ready), sent=str(sent), point="mid"),
+                           start_new_session=True)
+    try:
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                proc.wait(timeout=0.01)
+            except subprocess.TimeoutExpired:
+                pass
+        victim = int(ready.read_text().split()[0])
+        os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+        sent.touch()
+        _, err = proc.communicate(timeout=120)  # waiting for the dead worker's result forever fails here
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert f"make-data worker (pid {victim}) died (killed by SIGKILL)" in err.strip().splitlines()[-1]
+    code, _, err = cli("make-data", SAMPLE, "--tokenizer", tokenizer_dir, "--out", out, "--workers", "1",
+                       *OPTIONS, "--resume")
+    assert code == 0, err
+    assert outputs(out) == expected
