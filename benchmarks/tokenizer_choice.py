@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_CORPUS = Path("/work/shared/corpora/kjv.txt")
 HELD_OUT = Path(__file__).resolve().parents[1] / "sample_data" / "botchan.txt"
 TYPES = ("bpe", "unigram")
 MODEL = ["model.hidden_size=128", "model.num_hidden_layers=2", "model.num_attention_heads=4",
@@ -61,7 +60,8 @@ def pieces_per_word(text_file: Path, tokenizer: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, required=True,
+                        help="training text, e.g. the King James Bible (4.1 MB) as in docs/performance.md")
     parser.add_argument("--held-out", type=Path, default=HELD_OUT, help="text for pieces per word (not trained on)")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps per tokenizer")
