@@ -35,7 +35,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 if [ $DRY = 1 ]; then
-  DEVICE=cpu; PRESET=toy; ROUNDS=2; STEPS=20; VOCAB=2000; TEXT="$REPO/sample_data/botchan.txt"; SEQ=64
+  DEVICE=cpu; PRESET=toy; ROUNDS=2; STEPS=20; WARMUP=5; VOCAB=2000; TEXT="$REPO/sample_data/botchan.txt"; SEQ=64
   SPEED_EXTRA=(--batches 2 --warmup 1 --compile-backend eager)
   MODEL=(--set model.hidden_size=32 --set model.num_hidden_layers=2 --set model.num_attention_heads=2
          --set model.intermediate_size=64 --set model.max_position_embeddings=64
@@ -43,7 +43,7 @@ if [ $DRY = 1 ]; then
   TIER_ENV=(BERTCLI_GPU_TIER_DEVICE=cpu)
   TIER_TESTS=(tests/test_gpu.py -k "bf16 or guard")  # the tier's own code, the quick part, on the CPU
 else
-  DEVICE=cuda; PRESET=base; ROUNDS=10; STEPS=300; VOCAB=16000; TEXT="$REPO/sample_data/books"; SEQ=128
+  DEVICE=cuda; PRESET=base; ROUNDS=10; STEPS=300; WARMUP=30; VOCAB=16000; TEXT="$REPO/sample_data/books"; SEQ=128
   SPEED_EXTRA=()
   MODEL=(--set system.compile=true --set data.num_workers=4)
   TIER_ENV=()
@@ -84,7 +84,7 @@ run "make-data" "$PY" -m bertcli make-data "$TEXT" --tokenizer "$WORK/tok" --out
 LAUNCH=$(date +%s.%N)
 run "pretrain" "$PY" -m bertcli pretrain --config "$REPO/configs/bert-base.yaml" --set "data.dir=$WORK/data" \
   --set "out_dir=$WORK/run" --set "system.device=$DEVICE" --set "train.max_steps=$STEPS" \
-  --set train.warmup_steps=30 --set system.log_interval=10 --set system.eval_interval=0 \
+  --set "train.warmup_steps=$WARMUP" --set system.log_interval=10 --set system.eval_interval=0 \
   --set "system.checkpoint_interval=$STEPS" "${MODEL[@]}"
 WALL=$("$PY" -c "import sys, time; print(time.time() - float(sys.argv[1]))" "$LAUNCH")
 run "pretrain figures" "$PY" - "$WORK/run/metrics.jsonl" "$WALL" <<'EOF'

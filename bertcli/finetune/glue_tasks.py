@@ -29,6 +29,7 @@ from bertcli.fsutil import input_file_problem
 # like every GLUE harness, they are skipped (and counted). Beyond this many it is not QQP.
 MAX_BROKEN_SHARE, MAX_BROKEN_ROWS = 0.01, 10
 # MNLI's train.tsv, the largest, is about 330 MB; a file many times that is not GLUE's and would not fit.
+MAX_FIELD_CHARS = 131_072  # csv's default; no GLUE sentence comes near it
 MAX_FILE_BYTES = 2 << 30
 
 
@@ -206,7 +207,9 @@ def _tsv_rows(path: Path):
     line = 0
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # csv's own cap: 131,072 characters a field
+            # csv's field cap is process-wide and other readers raise it: set GLUE's own each time
+            csv.field_size_limit(MAX_FIELD_CHARS)
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             for fields in reader:
                 line = reader.line_num
                 yield line, fields
