@@ -51,7 +51,7 @@ import torch
 
 from bertcli.batches import Batch, BatchPlan, MicroBatches
 from bertcli.config import SystemConfig, TrainConfig, apply_override
-from bertcli.model import IGNORE_INDEX, BertConfig, BertForPreTraining, flops_per_token, parameter_count
+from bertcli.model import IGNORE_INDEX, BertConfig, BertForPreTraining, parameter_count
 from bertcli.runtime import make_runtime, speed_settings
 from bertcli.train import make_optimizer, param_groups
 
@@ -75,6 +75,12 @@ class Runner:
     seconds: list = field(default_factory=list)  # per round
     cpu_seconds: list = field(default_factory=list)
     peak_memory: int = 0
+
+
+def flops_per_token(c: BertConfig, seq_len: int, n_params: int) -> float:
+    """Training FLOPs per token by 6·N + 12·L·d·s (PaLM's formula: weights + attention scores), the
+    same count for both sides of the comparison (pretrain's own MFU uses bertcli/utilization.py)."""
+    return 6 * n_params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
 
 
 def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[Batch]:

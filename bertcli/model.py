@@ -455,8 +455,3 @@ def masked_lm_output(logits: torch.Tensor, masked_labels: torch.Tensor | None, v
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def flops_per_token(c: BertConfig, seq_len: int, n_params: int) -> float:
-    """Training FLOPs per token by 6·N + 12·L·d·s (PaLM's formula: weights + attention scores)."""
-    return 6 * n_params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
