@@ -135,7 +135,7 @@ class Pool:
             if conn in ready or conn.poll():
                 try:
                     status, value = conn.recv()
-                except EOFError:
+                except (EOFError, OSError):  # closed, or killed part-way through a message ("got end of file")
                     break
                 if status == "error":
                     raise value
