@@ -366,10 +366,11 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 
 def set_fast_dropout(model: nn.Module, fast: bool) -> None:
+    """Every Dropout, and every attention module's dropout of probabilities (any architecture's)."""
     for m in model.modules():
         if isinstance(m, Dropout):
             m.fast = fast
-        elif isinstance(m, BertSelfAttention):
+        elif hasattr(m, "fast_dropout"):
             m.fast_dropout = fast
 
 

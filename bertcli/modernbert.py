@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bertcli.model import (ACTIVATIONS, Dropout, PretrainingOutput, Speed, _gather_rows, attention, masked_lm_output,
-                           tied_decoder)
+                           set_fast_dropout, tied_decoder)
 
 LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names for global and local layers
 
@@ -336,14 +336,6 @@ def init_weights(module: nn.Module, c: ModernBertConfig) -> None:
     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
         with torch.no_grad():
             module.weight[module.padding_idx].zero_()
-
-
-def set_fast_dropout(model: nn.Module, fast: bool) -> None:
-    for m in model.modules():
-        if isinstance(m, Dropout):
-            m.fast = fast
-        elif isinstance(m, ModernBertAttention):
-            m.fast_dropout = fast
 
 
 class ModernBertForMaskedLM(nn.Module):
